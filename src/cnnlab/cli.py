@@ -1,0 +1,126 @@
+"""The command line, generated from each verb's option dataclass.
+
+A verb is a module with ``Config`` (a dataclass of options), ``run(config) -> Result`` (the
+typed Python API) and ``present(result) -> int`` (printing and the exit code). The table below
+names the modules; a verb's module (and torch) is imported only when that verb runs, so
+``cnnlab --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from cnnlab import __version__
+
+# verb -> (module, one-line description). Keep the order of the README.
+VERBS: dict[str, tuple[str, str]] = {
+    "models": ("cnnlab.models.listing", "list the model registry and which weights are available offline"),
+    "predict": ("cnnlab.predict", "classify images with an ImageNet-pretrained CNN (top-k classes)"),
+    "featuremaps": ("cnnlab.featuremaps.run", "show early, middle and late feature maps of an image"),
+}
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(inner type, is_list) for ``X``, ``X | None``, ``list[X]``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one argument per field of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        inner, is_list = _unwrap(hints[f.name])
+        kwargs: dict[str, Any] = {"help": meta.get("help", "")}
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if meta.get("choices"):
+            kwargs["choices"] = list(meta["choices"])
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if inner is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = meta.get("parse") or (Path if inner is Path else inner)
+            if is_list:
+                kwargs["nargs"] = "+" if required else "*"
+        if not required:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kwargs["default"] = default
+            if "action" not in kwargs and kwargs["help"] and default not in (None, [], ()):
+                kwargs["help"] += f" (default: {default})"
+        if meta.get("positional"):
+            if not required and not is_list:
+                kwargs["nargs"] = "?"
+            parser.add_argument(f.name, **kwargs)
+        else:
+            flag = "--" + f.name.replace("_", "-")
+            if required:
+                kwargs["required"] = True
+            parser.add_argument(flag, dest=f.name, **kwargs)
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="cnnlab: a laboratory for convolutional networks.",
+        epilog="Run `cnnlab VERB --help` for a verb's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
+    for name, (_, desc) in VERBS.items():
+        verbs.add_parser(name, help=desc, add_help=False)
+    return parser
+
+
+def verb_parser(name: str) -> tuple[argparse.ArgumentParser, types.ModuleType]:
+    module = importlib.import_module(VERBS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"cnnlab {name}", description=(module.__doc__ or VERBS[name][1]).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_arguments(parser, module.Config)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in VERBS:
+        # No verb (or --help/--version, or a typo): argparse answers without importing torch.
+        _top_parser().parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    parser, module = verb_parser(name)
+    ns = parser.parse_args(rest)
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.progress import console, setup_logging
+
+    setup_logging(quiet=getattr(ns, "quiet", False))
+    try:
+        config = module.Config(**vars(ns))
+        result = module.run(config)
+        return int(module.present(result) or 0)
+    except (CnnlabError, ValueError, FileNotFoundError) as exc:
+        console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console().print("[yellow]interrupted[/]: finished files are kept; rerun to resume.", markup=True)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Models: ImageNet-pretrained torchvision classifiers and the CIFAR-10 networks."""

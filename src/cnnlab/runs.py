@@ -1,0 +1,195 @@
+"""Run folders, atomic writes, the environment record, seeding and device choice.
+
+Every command writes into a run folder ``runs/<verb>/<YYYYmmdd-HHMMSS>-<id>/`` (or ``--out``):
+``config.json`` (the resolved options), ``env.json`` (versions, git commit, device, seed),
+result JSON and figures. Every file is written to a temporary name in the same folder and
+renamed into place, so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUNS_ROOT_ENV = "CNNLAB_RUNS"
+
+
+def runs_root() -> Path:
+    """Where run folders go: ``$CNNLAB_RUNS`` or ``./runs``."""
+    return Path(os.environ.get(RUNS_ROOT_ENV, "runs"))
+
+
+def new_run_dir(verb: str, out: str | Path | None = None) -> Path:
+    """Create (or reuse, when ``out`` is given) a run folder and return its path."""
+    if out is not None:
+        path = Path(out)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = runs_root() / verb / f"{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()  # numpy / torch scalars
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` (dataclasses, paths, numpy/torch values allowed) as indented JSON."""
+    return write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format=fmt))
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- environment
+def git_commit() -> str | None:
+    """The commit of the source tree cnnlab runs from, if it is a git checkout."""
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_record(device: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Versions, commit, machine and device: enough to reproduce or explain a result."""
+    from importlib import metadata
+
+    from cnnlab import __version__
+
+    packages = {}
+    for name in ("torch", "torchvision", "numpy", "pillow", "scikit-learn", "matplotlib"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    record: dict[str, Any] = {
+        "cnnlab": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+        "device": device,
+        "seed": seed,
+        "command": sys.argv,
+        "time": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        record["torch_threads"] = torch.get_num_threads()
+        if device and device.startswith("cuda") and torch.cuda.is_available():
+            record["cuda_device"] = torch.cuda.get_device_name(0)
+            record["cuda_version"] = torch.version.cuda
+    return record
+
+
+def write_run_metadata(run_dir: Path, config: Any, device: str | None, seed: int | None) -> None:
+    """Write ``config.json`` and ``env.json`` into ``run_dir``."""
+    write_json(run_dir / "config.json", config)
+    write_json(run_dir / "env.json", environment_record(device=device, seed=seed))
+
+
+# ----------------------------------------------------------------------------- seeds, devices
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); optionally force deterministic kernels."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    return device
