@@ -1,0 +1,67 @@
+"""Shared fixtures: restored random state, a gpu marker, shared data paths, tiny helpers."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CNNLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+PEPPERS = SHARED_DATA / "peppers.png"
+
+os.environ.setdefault("CNNLAB_NO_PROGRESS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_random_state():
+    """Tests may seed freely; the global RNG state is put back afterwards."""
+    import torch
+
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """Default run folders go under the test's tmp_path, never into the checkout."""
+    monkeypatch.setenv("CNNLAB_RUNS", str(tmp_path / "runs"))
+
+
+@pytest.fixture(scope="session")
+def peppers_path() -> Path:
+    if not PEPPERS.exists():
+        pytest.skip(f"shared peppers photo not found at {PEPPERS}")
+    return PEPPERS
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mobilenet():
+    """The real pretrained MobileNetV2 (IMAGENET1K_V1), loaded once per session."""
+    from cnnlab.models.pretrained import load_pretrained
+
+    return load_pretrained("mobilenet_v2")
