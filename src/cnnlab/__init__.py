@@ -1,11 +1,15 @@
 """cnnlab: a laboratory for convolutional networks.
 
-The Python API mirrors the command line: every verb is a ``run(config)`` function with an
-option dataclass. Heavy modules (torch) load only when a name below is first used, so
-``import cnnlab`` and ``cnnlab --help`` stay fast.
+The Python API mirrors the command line: every verb is a module with an option dataclass
+``Config`` and a typed ``run(config) -> Result`` (the CLI is generated from them):
 
-    from cnnlab import predict, PredictConfig
-    result = predict(PredictConfig(images=["peppers.png"]))
+    from cnnlab import predict
+    result = predict.run(predict.Config(images=["peppers.png"], top_k=5))
+    print(result.predictions[0].classes)
+
+Verb modules: ``cnnlab.predict``, ``cnnlab.featuremaps.run``, ``cnnlab.models.listing``,
+``cnnlab.demo`` (see ``cnnlab.cli.VERBS`` for all). Helpers below load lazily, so
+``import cnnlab`` and ``cnnlab --help`` stay fast (no torch import).
 """
 
 from __future__ import annotations
@@ -17,10 +21,6 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _LAZY: dict[str, tuple[str, str]] = {
-    "predict": ("cnnlab.predict", "run"),
-    "PredictConfig": ("cnnlab.predict", "Config"),
-    "featuremaps": ("cnnlab.featuremaps.run", "run"),
-    "FeatureMapsConfig": ("cnnlab.featuremaps.run", "Config"),
     "load_image": ("cnnlab.images", "load_image"),
     "load_pretrained": ("cnnlab.models.pretrained", "load_pretrained"),
     "seed_everything": ("cnnlab.runs", "seed_everything"),

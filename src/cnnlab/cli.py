@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "models": ("cnnlab.models.listing", "list the model registry and which weights are available offline"),
     "predict": ("cnnlab.predict", "classify images with an ImageNet-pretrained CNN (top-k classes)"),
     "featuremaps": ("cnnlab.featuremaps.run", "show early, middle and late feature maps of an image"),
+    "demo": ("cnnlab.demo", "the main job on built-in defaults (what `make demo` runs)"),
 }
 
 
