@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _LAZY: dict[str, tuple[str, str]] = {
+    "batchnorm": ("cnnlab.batchnorm", "run"),
+    "BatchNormConfig": ("cnnlab.batchnorm", "Config"),
+    "report": ("cnnlab.report.build", "run"),
+    "ReportConfig": ("cnnlab.report.build", "Config"),
     "load_image": ("cnnlab.images", "load_image"),
     "load_pretrained": ("cnnlab.models.pretrained", "load_pretrained"),
     "seed_everything": ("cnnlab.runs", "seed_everything"),

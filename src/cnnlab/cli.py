@@ -24,6 +24,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "models": ("cnnlab.models.listing", "list the model registry and which weights are available offline"),
     "predict": ("cnnlab.predict", "classify images with an ImageNet-pretrained CNN (top-k classes)"),
     "featuremaps": ("cnnlab.featuremaps.run", "show early, middle and late feature maps of an image"),
+    "batchnorm": ("cnnlab.batchnorm", "show numerically why layers followed by BatchNorm need no bias"),
+    "report": ("cnnlab.report.build", "run every experiment and write the report (index.html + report.pdf)"),
     "demo": ("cnnlab.demo", "the main job on built-in defaults (what `make demo` runs)"),
 }
 
