@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+MIN_BLOCKS = 6  # refine to finer blocks until there are at least this many
 STAGE_FRACTIONS = {"early": 0.15, "middle": 0.5, "late": 1.0}  # position along the block sequence
 
 
@@ -34,15 +35,31 @@ def _has_conv(module: nn.Module) -> bool:
 def candidate_layers(net: nn.Module) -> list[Layer]:
     """The network's convolutional blocks in graph order (see module docstring)."""
     _, eval_nodes = get_graph_node_names(net.eval())
-    blocks: list[str] = []
+    # groups: every Sequential -> its children that contain a convolution
+    groups: dict[str, list[str]] = {}
     for name, module in net.named_modules():
-        if isinstance(module, nn.Sequential) and len(module) >= 3 and _has_conv(module):
-            for child, sub in module.named_children():
-                path = f"{name}.{child}" if name else child
-                if _has_conv(sub) and not any(path.startswith(b + ".") for b in blocks):
-                    blocks.append(path)
-    # nested Sequentials: keep the outermost sequence with the most blocks per parent
-    blocks = [b for b in blocks if not any(b != o and b.startswith(o + ".") for o in blocks)]
+        if isinstance(module, nn.Sequential):
+            kids = [f"{name}.{c}" if name else c for c, sub in module.named_children() if _has_conv(sub)]
+            if len(kids) >= 2:
+                groups[name] = kids
+
+    def inside(path: str, ancestor: str) -> bool:
+        return ancestor == "" or path.startswith(ancestor + ".")
+
+    # start from the outermost groups; refine (a block -> its group's children) until >= MIN_BLOCKS
+    def nested(g: str) -> bool:  # g lies inside a block of another group
+        return any(inside(g, k) or g == k for o, kids in groups.items() if o != g for k in kids)
+
+    blocks = [k for g, kids in groups.items() if not nested(g) for k in kids]
+    while len(blocks) < MIN_BLOCKS:
+        refined = []
+        for b in blocks:
+            sub = [k for g, kids in groups.items() if g == b or (inside(g, b) and g != b) for k in kids]
+            sub = [k for k in dict.fromkeys(sub) if not any(k != o and inside(k, o) for o in sub)]
+            refined.extend(sub or [b])
+        if refined == blocks:
+            break
+        blocks = refined
 
     def first_node(path: str) -> int:
         for i, node in enumerate(eval_nodes):

