@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,7 @@ def run(config: Config) -> Result:
         try:
             loaded.append((path, load_image(path)))
         except ImageError as exc:
-            log.error("%s", exc)
+            log.debug("skipping %s", exc)
             errors.append({"image": exc.path, "reason": exc.reason})
 
     predictions = []
@@ -116,7 +117,7 @@ def present(result: Result) -> int:
             print(pred.image)
             for rank, (name, idx, p) in enumerate(zip(pred.classes, pred.indices, pred.probabilities), 1):
                 print(f"  {rank}. {name:<30s} (class {idx:3d})  {p:7.2%}")
-        for err in result.errors:
-            print(f"FAILED {err['image']}: {err['reason']}")
         print(f"results: {result.run_dir}")
+    for err in result.errors:  # one line per unusable image, on stderr
+        print(f"error: {err['image']}: {err['reason']}", file=sys.stderr)
     return 1 if result.errors else 0
