@@ -48,7 +48,10 @@ def test_preprocess_is_the_weights_own_transform(peppers_path, mobilenet):
 def test_bad_images_are_reported_and_the_rest_still_classified(peppers_path, tmp_path, capsys):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image")
-    code = main(["predict", str(peppers_path), str(tmp_path / "empty.jpg"), str(tmp_path / "notes.png"),
+    (tmp_path / "cut.jpg").write_bytes(peppers_path.read_bytes()[:20_000])  # a PNG cut short
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png", optimize=True)
+    code = main(["predict", str(tmp_path / "empty.jpg"), str(peppers_path), str(tmp_path / "notes.png"),
+                 str(tmp_path / "cut.jpg"), str(tmp_path / "bomb.png"),
                  str(tmp_path / "missing.jpg"), "--json", "--quiet", "--out", str(tmp_path / "run")])
     out = json.loads(capsys.readouterr().out)
     assert code == 1
@@ -57,6 +60,9 @@ def test_bad_images_are_reported_and_the_rest_still_classified(peppers_path, tmp
     assert reasons["empty.jpg"].startswith("empty file")
     assert reasons["notes.png"].startswith("not an image")
     assert reasons["missing.jpg"] == "no such file"
+    assert reasons["cut.jpg"].startswith("truncated or corrupt")
+    assert reasons["bomb.png"].startswith("image too large")
+    assert len(out["errors"]) == 5
 
 
 def test_folder_means_every_image_in_it(peppers_path, tmp_path):

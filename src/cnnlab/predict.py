@@ -71,7 +71,8 @@ def classify(model, images: list, top_k: int = 3, batch_size: int = 16) -> list[
     """Top-k (indices, probabilities) for PIL images, in input order."""
     device = next(model.parameters()).device
     out: list[tuple[list[int], list[float]]] = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in track(starts, f"classifying ({model.spec.name})") if len(starts) > 1 else starts:
         batch = torch.stack([model.preprocess(im) for im in images[start:start + batch_size]]).to(device)
         probs = torch.softmax(model(batch).float(), dim=1)  # B, 1000
         p, i = probs.topk(top_k, dim=1)
