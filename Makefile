@@ -13,8 +13,8 @@ WEIGHTS_STAMP := $(VENV)/.cnnlab-weights
 DEMO_IMAGE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean-venv
-setup: $(STAMP) $(WEIGHTS_STAMP)
+.PHONY: setup demo test clean-venv browser
+setup: $(STAMP) $(WEIGHTS_STAMP) browser
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (cnnlab needs Python 3.11)"; exit 1; }
@@ -30,6 +30,16 @@ $(STAMP): $(PY) pyproject.toml
 $(WEIGHTS_STAMP): $(STAMP) src/cnnlab/models/offline_weights.py
 	$(PY) -m cnnlab.models.offline_weights
 	@touch $@
+
+# Headless Chromium prints the report's PDF; pdftotext (poppler-utils) reads it back in the tests.
+# Installed with apt-get only when missing; without them the PDF and the browser tests are skipped.
+browser:
+	@command -v chromium >/dev/null && command -v pdftotext >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { command -v apt-get >/dev/null && $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	      chromium poppler-utils fonts-dejavu-core >/dev/null; } || \
+	  echo "warning: could not install chromium and poppler-utils: no report PDF, browser tests skipped"; }
 
 demo: setup
 	$(VENV)/bin/cnnlab demo $(if $(DEMO_IMAGE),--image $(DEMO_IMAGE),)

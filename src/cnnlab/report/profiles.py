@@ -1,0 +1,66 @@
+"""Report profiles: how much each experiment does. One place, with the reason for each value.
+
+``tiny`` is the CI smoke profile (synthetic data, a few steps: seconds); ``quick`` is what
+``make demo`` runs (shared data when present, short training: minutes on a 2-core CPU);
+``full`` is the real thing (the models' full training schedules, the whole data sets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    batchnorm: dict[str, Any] = field(default_factory=dict)
+    predict: dict[str, Any] = field(default_factory=dict)
+    featuremaps: dict[str, Any] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per CIFAR-10 model
+    attack: dict[str, Any] = field(default_factory=dict)
+    synthetic: bool = False  # experiments on made-up data (the smoke test), never the shared data
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        "tiny", "smoke test: synthetic data sets, a few training steps, one attack of a few steps",
+        batchnorm={"batch_size": 16},
+        predict={"top_k": 3},
+        featuremaps={"per_stage": 5},
+        probe={"images_per_class": 6, "classes": 3},  # synthetic image folder
+        train={m: {"epochs": 1, "limit_train": 64, "limit_test": 32, "batch_size": 32}
+               for m in ("hw-mish", "hw-mish-bn", "improved")},
+        attack={"images": 1, "steps": 3, "methods": ("pgd",)},
+        synthetic=True,
+    ),
+    "quick": Profile(
+        "quick", "demo: shared data, a short CIFAR-10 training per network, the Pets subset, all attacks",
+        batchnorm={"batch_size": 32},
+        predict={"top_k": 3},
+        featuremaps={"per_stage": 5},
+        probe={},  # the Pets copy present under the data root (the shared subset here)
+        # ~2 epochs on a 10k subset per net keeps CIFAR-10 to a few minutes on 2 cores
+        train={"hw-mish": {"epochs": 2, "limit_train": 10000},
+               "hw-mish-bn": {"epochs": 2, "limit_train": 10000},
+               "improved": {"epochs": 2, "limit_train": 10000}},
+        attack={"methods": ("ascent", "pgd", "eot")},
+    ),
+    "full": Profile(
+        "full", "the real thing: full data sets and each network's full training schedule",
+        batchnorm={"batch_size": 64},
+        predict={"top_k": 3},
+        featuremaps={"per_stage": 5},
+        probe={},
+        train={"hw-mish": {}, "hw-mish-bn": {}, "improved": {}},  # the models' own recipes
+        attack={"methods": ("ascent", "pgd", "eot")},
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    return PROFILES[name]
