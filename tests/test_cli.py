@@ -65,3 +65,12 @@ def test_default_run_folder_is_under_runs(peppers_path, tmp_path, monkeypatch):
     assert main(["predict", str(peppers_path), "--quiet"]) == 0
     (run,) = (tmp_path / "myruns" / "predict").iterdir()
     assert (run / "predictions.json").exists()
+
+
+def test_python_api_exports_every_verb():
+    import cnnlab
+
+    for verb in VERBS:
+        assert f"run_{verb}" in cnnlab.__all__
+    assert cnnlab.run_predict.__module__ == "cnnlab.predict"
+    assert cnnlab.PredictConfig.__name__ == "Config"
