@@ -1,0 +1,206 @@
+"""The training engine: tensor batches from memory, one step, the schedule, evaluation, TTA.
+
+Nothing here writes files; ``cnnlab.train.experiment`` owns the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.data.cifar10 import Split, augment
+from cnnlab.errors import CnnlabError
+from cnnlab.train.config import Recipe
+from cnnlab.train.distributed import Context
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    bf16: bool
+    channels_last: bool
+
+    def autocast(self, device: str):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+    def images(self, uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> float in [0, 1] in the layout the model runs in."""
+        x = uint8.float().div_(255)  # B, 3, 32, 32
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+# Where bf16 autocast / channels_last pay off, measured with benchmarks/bench_train.py on the
+# 2-core AVX512-BF16 CPU (see benchmarks/RESULTS.md). On CUDA both are always used.
+CPU_AUTO: dict[str, Precision] = {
+    "hw-mish": Precision(bf16=True, channels_last=False),
+    "hw-mish-bn": Precision(bf16=True, channels_last=False),
+    "improved": Precision(bf16=True, channels_last=False),
+}
+
+
+def resolve_precision(choice: str, model: str, device: str) -> Precision:
+    if choice == "fp32":
+        return Precision(False, False)
+    if device.startswith("cuda"):
+        return Precision(True, True)
+    if choice == "bf16":
+        return Precision(True, False)
+    bf16_ok = torch.cpu._is_avx512_bf16_supported() if hasattr(torch.cpu, "_is_avx512_bf16_supported") else False
+    auto = CPU_AUTO.get(model, Precision(False, False))
+    return Precision(auto.bf16 and bf16_ok, auto.channels_last)
+
+
+def lr_factor(step: int, total: int, recipe: Recipe) -> float:
+    """Linear warm-up from ``lr_start`` to 1 over ``warmup`` of the steps, then linear to ``lr_end``."""
+    warm = int(total * recipe.warmup)
+    if step < warm:
+        f = step / warm
+        return recipe.lr_start * (1 - f) + f
+    f = (step - warm) / max(1, total - warm)
+    return (1 - f) + recipe.lr_end * f
+
+
+def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+    """BatchNorm biases get ``bias_lr_scale`` x the lr and weight decay / that scale."""
+    bn_bias, other = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (bn_bias if isinstance(m, nn.BatchNorm2d) and name == "bias" else other).append(p)
+    s = recipe.bias_lr_scale
+    groups = [dict(params=other, lr=recipe.lr, weight_decay=recipe.weight_decay, lr_scale=1.0)]
+    if bn_bias:
+        groups.append(dict(params=bn_bias, lr=recipe.lr * s, weight_decay=recipe.weight_decay / s, lr_scale=s))
+    return groups
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.momentum > 0)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+class Lookahead:
+    """An exponential moving average of the weights that the model is reset to every 5 steps."""
+
+    every = 5
+
+    def __init__(self, model: nn.Module) -> None:
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @staticmethod
+    def decay(step: int, total: int) -> float:
+        return 0.95 ** 5 * (step / total) ** 3  # small early (follow the weights), larger late
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.ema:
+                self.ema[k].lerp_(v, 1 - decay)
+                v.copy_(self.ema[k])
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+
+
+def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, optimizer: torch.optim.Optimizer,
+                *, epoch: int, step: int, total_steps: int, generator: torch.Generator, ctx: Context,
+                precision: Precision, lookahead: Lookahead | None = None,
+                on_step=None) -> tuple[EpochStats, int]:
+    """One epoch over ``data`` (on the device, uint8). ``net`` is ``model`` or its DDP wrapper.
+
+    Returns the epoch's statistics (over all ranks) and the global step count after it.
+    """
+    model.train()
+    N, B = len(data), min(recipe.batch_size, len(data))
+    if B % ctx.world_size:
+        raise ValueError(f"--batch-size {B} must be divisible by the {ctx.world_size} DDP ranks")
+    steps = N // B
+    order = torch.randperm(N, generator=generator)  # the same on every rank
+    whiten_bias = getattr(model, "first_conv", None)
+    freeze_bias = (recipe.whiten_bias_epochs > 0 and epoch >= recipe.whiten_bias_epochs
+                   and whiten_bias is not None and whiten_bias.bias is not None)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.images.device)
+    seen = 0
+    for i in range(steps):
+        idx = order[i * B:(i + 1) * B].to(data.images.device)
+        images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=generator)
+        images, labels = ctx.shard(images), ctx.shard(data.labels[idx])  # this rank's part
+        x = precision.images(images)
+        set_lr(optimizer, recipe.lr * lr_factor(step, total_steps, recipe))
+        with precision.autocast(ctx.device):
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if freeze_bias:
+            whiten_bias.bias.grad = None  # SGD skips parameters without a gradient
+        optimizer.step()
+        step += 1
+        if lookahead is not None and step % Lookahead.every == 0:
+            lookahead.update(model, Lookahead.decay(step, total_steps))
+        loss_sum += loss.detach().double() * labels.shape[0]
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += labels.shape[0]
+        if (i % 10 == 9 or i == steps - 1) and not torch.isfinite(loss_sum):
+            raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+        if on_step is not None:
+            on_step(loss.item() if i % 5 == 0 or i == steps - 1 else None)
+    if lookahead is not None and step >= total_steps:
+        lookahead.update(model, 1.0)  # end on the averaged weights
+    total_loss, total_correct, total_seen = ctx.all_sum([loss_sum.item(), float(correct.item()), float(seen)])
+    return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen)), step
+
+
+def _tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mirror + 1-px translations: half weight on the image and its mirror, half on shifted views."""
+
+    def mirror(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * model(v).float() + 0.5 * model(v.flip(-1)).float()
+
+    H, W = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # B, C, H+2, W+2
+    shifted = [padded[..., 0:H, 0:W], padded[..., 2:H + 2, 2:W + 2]]
+    return 0.5 * mirror(x) + 0.5 * torch.stack([mirror(s) for s in shifted]).mean(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, *, ctx: Context, precision: Precision, tta: bool = False,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on ``data``; each rank takes every world_size-th batch."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    n_batches = math.ceil(len(data) / batch_size)
+    for b in range(ctx.rank, n_batches, ctx.world_size):
+        images = data.images[b * batch_size:(b + 1) * batch_size]
+        labels = data.labels[b * batch_size:(b + 1) * batch_size]
+        x = precision.images(images)
+        with precision.autocast(ctx.device):
+            logits = _tta_logits(model, x) if tta else model(x).float()
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += labels.shape[0]
+    model.train(was_training)
+    loss_sum, correct, seen = ctx.all_sum([loss_sum, float(correct), float(seen)])
+    return loss_sum / max(seen, 1), correct / max(seen, 1)

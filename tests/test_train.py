@@ -1,0 +1,127 @@
+"""`cnnlab train` / `compare` on a tiny synthetic CIFAR-format set: learning, files, resume, NaN, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from cnnlab.data.cifar10 import write_synthetic
+from cnnlab.errors import CnnlabError
+from cnnlab.runs import read_json
+from cnnlab.train import Config, run
+from cnnlab.train import experiment, loop
+
+
+@pytest.fixture(scope="module")
+def syn_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    write_synthetic(root, n_train=100, n_test=40)
+    return root
+
+
+def tiny(syn_root, out, **kw) -> Config:
+    base = dict(model="hw-mish", epochs=3, batch_size=20, lr=0.05, data_root=syn_root, verify_md5=False,
+                download=False, out=out, quiet=True, precision="fp32")
+    base.update(kw)
+    return Config(**base)
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(syn_root, tmp_path):
+    result = run(tiny(syn_root, tmp_path / "a", epochs=4, model="hw-mish-bn", lr=0.1))
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    for name in ("config.json", "env.json", "history.json", "history.csv", "result.json", "loss.png",
+                 "filters.png", "checkpoint.pt", "model.pt"):
+        assert (tmp_path / "a" / name).is_file(), name
+    saved = read_json(tmp_path / "a" / "result.json")
+    assert saved["parameters"] == result.parameters == 246_346
+    assert saved["init_scheme"].startswith("Kaiming") and "SGD" in saved["optimizer"]
+    assert saved["recipe"]["lr"] == 0.1 and saved["recipe"]["label_smoothing"] == 0.1
+    assert 0 <= saved["test_accuracy"] <= 1 and saved["wall_seconds"] > 0
+    csv_lines = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(experiment.HISTORY_FIELDS) and len(csv_lines) == 5
+    config = read_json(tmp_path / "a" / "config.json")
+    assert config["model"] == "hw-mish-bn" and config["recipe"]["batch_size"] == 20
+    # same options, same folder: the finished run is reused, not retrained
+    again = run(tiny(syn_root, tmp_path / "a", epochs=4, model="hw-mish-bn", lr=0.1))
+    assert again.cached and again.test_accuracy == result.test_accuracy
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, monkeypatch):
+    full = run(tiny(syn_root, tmp_path / "full", deterministic=True))
+    real_epoch = loop.train_epoch
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # dies in the middle of the second epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(syn_root, tmp_path / "crash", deterministic=True))
+    assert read_json(tmp_path / "crash" / "history.json")[-1]["epoch"] == 1
+    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
+    resumed = run(Config(resume=tmp_path / "crash", quiet=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "crash" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.test_accuracy == full.test_accuracy
+
+
+def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
+    with pytest.raises(CnnlabError, match="NaN|nan|inf"):
+        run(tiny(syn_root, tmp_path / "nan", lr=1e12, epochs=2))
+    assert not (tmp_path / "nan" / "result.json").exists()
+
+
+def test_precision_auto_and_recipe_defaults():
+    c = Config(model="improved")
+    r = c.recipe()
+    assert (r.epochs, r.batch_size, r.tta, r.lookahead) == (10, 1024, True, True)
+    assert Config(model="hw-mish", lr=0.3).recipe().lr == 0.3
+    assert loop.resolve_precision("fp32", "hw-mish", "cpu") == loop.Precision(False, False)
+    with pytest.raises(ValueError):
+        Config(model="hw-mish", epochs=0)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    r = Config(model="improved").recipe()
+    f = [loop.lr_factor(s, 100, r) for s in range(100)]
+    assert f[0] == pytest.approx(r.lr_start) and max(f) == pytest.approx(1.0)
+    peak = f.index(max(f))
+    assert peak == 23 and all(a <= b for a, b in zip(f[:peak], f[1:peak + 1]))
+    assert all(a >= b for a, b in zip(f[peak:], f[peak + 1:])) and f[-1] > r.lr_end
+
+
+def test_filter_grid_is_4x16_and_each_filter_in_unit_range():
+    from cnnlab.plots.training import filter_grid, plot_filters
+
+    w = torch.randn(64, 3, 11, 11) * 5 + 3
+    grid = filter_grid(w, scale=4, gap=1)
+    tile = 11 * 4
+    assert grid.shape == (4 * (tile + 1) - 1, 16 * (tile + 1) - 1, 3)
+    assert grid.min() >= 0 and grid.max() <= 1
+    for r in range(4):
+        for c in range(16):
+            t = grid[r * (tile + 1):r * (tile + 1) + tile, c * (tile + 1):c * (tile + 1) + tile]
+            assert t.min() == pytest.approx(0) and t.max() == pytest.approx(1)  # stretched on its own
+            assert (t[:4, :4] == t[0, 0]).all()  # nearest-neighbour enlargement
+    assert plot_filters(w).axes
+
+
+def test_compare_and_cli_smoke(syn_root, tmp_path):
+    from cnnlab.cli import main
+
+    args = ["--data-root", str(syn_root), "--no-verify-md5", "--no-download", "--epochs", "2", "--batch-size", "20",
+            "--precision", "fp32", "--quiet"]
+    assert main(["train", "--model", "hw-mish", "--out", str(tmp_path / "m"), *args]) == 0
+    assert main(["train", "--model", "hw-mish-bn", "--out", str(tmp_path / "b"), *args]) == 0
+    assert main(["compare", str(tmp_path / "m"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
+    saved = read_json(tmp_path / "c" / "compare.json")
+    assert set(saved["histories"]) == {"hw-mish", "hw-mish-bn"} and (tmp_path / "c" / "compare.png").is_file()
+    assert main(["compare", str(tmp_path)]) == 2  # not a run folder: one-line error
