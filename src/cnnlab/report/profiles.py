@@ -31,9 +31,11 @@ PROFILES: dict[str, Profile] = {
         predict={"top_k": 3},
         featuremaps={"per_stage": 5},
         probe={"images_per_class": 6, "classes": 3},  # synthetic image folder
-        train={m: {"epochs": 1, "limit_train": 64, "limit_test": 32, "batch_size": 32}
-               for m in ("hw-mish", "hw-mish-bn", "improved")},
-        attack={"images": 1, "steps": 3, "methods": ("pgd",)},
+        # two epochs for the with/without-BatchNorm loss comparison; one for `improved`
+        train={"hw-mish": {"epochs": 2, "limit_train": 32, "limit_test": 20, "batch_size": 16},
+               "hw-mish-bn": {"epochs": 2, "limit_train": 32, "limit_test": 20, "batch_size": 16},
+               "improved": {"epochs": 1, "limit_train": 32, "limit_test": 20, "batch_size": 16}},
+        attack={"images": 1, "steps": 2, "methods": ("pgd",), "model_resolution": True},
         synthetic=True,
     ),
     "quick": Profile(

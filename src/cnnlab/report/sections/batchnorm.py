@@ -31,8 +31,10 @@ def build(ctx: Context) -> Section:
     grad_ok = n["max_abs_grad_b"] <= 1e-9 * n["grad_w_norm"]
     pos = [r for r in n["alpha"] if r["alpha"] > 0]
     neg = [r for r in n["alpha"] if r["alpha"] < 0]
-    kept = ", ".join(f"{r['alpha']:g}" for r in pos) or "none"
-    flipped = ", ".join(f"{r['alpha']:g}" for r in neg) or "none"
+    kept = ", ".join(N(f"alpha{i}", ["neuron", "alpha", i, "alpha"], "g")
+                     for i, r in enumerate(n["alpha"]) if r["alpha"] > 0) or "none"
+    flipped = ", ".join(N(f"alpha{i}", ["neuron", "alpha", i, "alpha"], "g")
+                        for i, r in enumerate(n["alpha"]) if r["alpha"] < 0) or "none"
     exact_eps0 = all(r["max_abs_dev_eps0"] < 1e-9 for r in n["alpha"])
     i_small = min(range(len(n["alpha"])), key=lambda i: abs(n["alpha"][i]["alpha"]))
     i_big = max(range(len(n["alpha"])), key=lambda i: abs(n["alpha"][i]["alpha"]))
@@ -48,7 +50,8 @@ def build(ctx: Context) -> Section:
         "<p>Since ", ctx.tex(r"x_i-\mu_B = w^\top(h_i-\bar h)"), " does not contain ", ctx.tex("b"),
         ", the output cannot depend on the bias, and ", ctx.tex(r"\partial L/\partial b=\sum_i \partial L/\partial x_i"),
         " is zero because BatchNorm's backward pass removes the mean of the upstream gradient. "
-        "Measured in float64 over the biases ", esc(", ".join(f"{r['b']:g}" for r in n["bias"])), ":</p><ul>",
+        "Measured in float64 over the biases ",
+        ", ".join(N(f"b{i}", ["neuron", "bias", i, "b"], "g") for i in range(len(n["bias"]))), ":</p><ul>",
         "<li>largest change of the output: ", N("max_dy_bias", ["neuron", "max_abs_diff_over_biases"], ".1e"),
         " (the input x itself moved by up to ",
         N("max_shift", ["neuron", "bias", max(range(len(n["bias"])), key=lambda i: abs(n["bias"][i]["b"])), "pre_bn_shift"], "g"),
@@ -69,7 +72,7 @@ def build(ctx: Context) -> Section:
         N("pred_big", ["neuron", "alpha", i_big, "predicted_rel_dev"], ".3e"), " and ",
         N("meas_big", ["neuron", "alpha", i_big, "max_rel_dev"], ".3e"), ". With ε = 0 the invariance is ",
         "exact (every deviation below 10<sup>−9</sup>)" if exact_eps0 else "<strong>not</strong> exact (unexpected)",
-        ". The scales tried were ", esc(kept), " (kept) and ", esc(flipped), " (flipped). "
+        ". The scales tried were ", kept, " (kept) and ", flipped, " (flipped). "
         "The gradient with respect to w shrinks as 1/|α|: at α = ",
         N("a_big2", ["neuron", "alpha", i_big, "alpha"], "g"), " its norm is ",
         N("gratio", ["neuron", "alpha", i_big, "grad_norm_ratio"], ".4g"), " times the one at α = 1.</p>",

@@ -1,0 +1,204 @@
+"""The report on the tiny profile: every section, every image, every number traced to its source,
+then the same HTML in a real browser (headless Chromium) and printed to PDF."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from cnnlab.report import build
+from cnnlab.report.browser import find_chromium
+from cnnlab.report.section import Context, Section, format_number, json_get
+from cnnlab.report.sections import ORDER
+from cnnlab.runs import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("CNNLAB_TEST_ARTIFACTS", ROOT / "runs" / "test-artifacts"))
+CORE = ("batchnorm", "prediction", "featuremaps")  # sections that need only cnnlab's foundation
+needs_chromium = pytest.mark.skipif(find_chromium() is None,
+                                    reason="chromium is not installed (`make setup` installs it with apt-get)")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, peppers_path):
+    out = tmp_path_factory.mktemp("report")
+    result = build.run(build.Config(profile="tiny", out=out, data_root=peppers_path.parent,
+                                    pdf=find_chromium() is not None, quiet=True))
+    return result
+
+
+class _Text(HTMLParser):
+    """Collects (ids, imgs, spans, prose): prose is the text outside numbers, math, code and the appendix."""
+
+    SKIP = {"math", "pre", "code", "script", "style", "details", "footer", "header"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[bool] = []
+        self.ids, self.imgs, self.spans, self.prose = set(), [], {}, []
+        self._span_key = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.imgs.append(a.get("src"))
+            return
+        skip = tag in self.SKIP or a.get("id") == "appendix" or "num" in (a.get("class") or "").split()
+        if "num" in (a.get("class") or "").split():
+            self._span_key = a["data-key"]
+            self.spans[self._span_key] = ""
+        self.stack.append(skip or (bool(self.stack) and self.stack[-1]))
+
+    def handle_endtag(self, tag):
+        if tag != "img" and self.stack:
+            self.stack.pop()
+        if tag == "span":
+            self._span_key = None
+
+    def handle_data(self, data):
+        if self._span_key is not None:
+            self.spans[self._span_key] += data
+        elif not (self.stack and self.stack[-1]):
+            self.prose.append(data)
+
+
+@pytest.fixture(scope="module")
+def parsed(report):
+    p = _Text()
+    p.feed(report.html.read_text(encoding="utf-8"))
+    return p
+
+
+def test_every_section_is_there_in_order(report, parsed):
+    assert [s.id for s in report.sections] == list(ORDER)
+    assert set(ORDER) | {"appendix"} <= parsed.ids
+    html = report.html.read_text(encoding="utf-8")
+    positions = [html.index(f'<section id="{sid}"') for sid in (*ORDER, "appendix")]
+    assert positions == sorted(positions)
+    statuses = {s.id: s.status for s in report.sections}
+    assert not [s for s in report.sections if s.status == "failed"], [(s.id, s.note) for s in report.failed]
+    assert all(statuses[c] == "ok" for c in CORE), statuses
+
+
+def test_every_image_exists_and_nothing_is_remote(report, parsed):
+    assert len(parsed.imgs) >= 5
+    for src in parsed.imgs:
+        assert not re.match(r"^[a-z]+://", src), src
+        path = report.out / src
+        assert path.is_file() and path.stat().st_size > 1000, src
+    html = report.html.read_text(encoding="utf-8")
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN: opens offline
+    assert "<math" in html  # the formulas are MathML, rendered by the browser itself
+
+
+def test_every_number_in_the_text_is_the_one_in_the_results(report, parsed):
+    results = read_json(report.out / "results.json")
+    numbers = {k: v for s in results["sections"].values() for k, v in s["numbers"].items()}
+    assert len(numbers) >= 30
+    assert set(parsed.spans) == set(numbers)  # every number shown is recorded, and vice versa
+    for key, rec in numbers.items():
+        assert parsed.spans[key] == rec["text"] == format_number(rec["value"], rec["spec"]), key
+        if "source" in rec:  # the value really is the one in the experiment's own results file
+            source = json_get(read_json(report.out / rec["source"]["file"]), rec["source"]["path"])
+            assert source == rec["value"], key
+        else:
+            assert rec["derived"]
+    # and no other decimal number or percentage slipped into the prose unrecorded
+    prose = " ".join(parsed.prose)
+    stray = re.findall(r"\d+\.\d+|\d+(?:\.\d+)?\s?%|\d[.\d]*×10", prose)
+    assert not stray, stray
+
+
+def test_claims_follow_the_numbers(report):
+    results = read_json(report.out / "results.json")
+    bn_run = next(r for r in results["sections"]["batchnorm"]["runs"] if r["name"] == "batchnorm")
+    data = read_json(report.out / bn_run["run_dir"] / "batchnorm.json")
+    html = report.html.read_text(encoding="utf-8")
+    section = html[html.index('<section id="batchnorm"'):html.index('<section id="prediction"')]
+    assert ("identical up to rounding" in section) == (data["neuron"]["max_abs_diff_over_biases"] < 1e-9)
+    assert "bias=False" in section and "effective learning rate" in section
+    pred = html[html.index('<section id="prediction"'):html.index('<section id="featuremaps"')]
+    assert "mobilenet_v2" in pred and "bell pepper" in pred  # peppers, model named, top-1 class
+    for sid in CORE:  # each section names the run folder and config it came from
+        runs = results["sections"][sid]["runs"]
+        assert runs and all((report.out / r["run_dir"]).is_dir() for r in runs)
+        assert all(r["run_dir"] in html for r in runs)
+
+
+def test_appendix_has_each_experiments_source(report):
+    html = report.html.read_text(encoding="utf-8")
+    appendix = html[html.index('<section id="appendix"'):]
+    for rel in ("cnnlab/batchnorm.py", "cnnlab/predict.py", "cnnlab/featuremaps/select.py"):
+        assert rel in appendix
+    assert 'class="highlight"' in appendix and '<span class="k">def</span>' in appendix  # pygments
+
+
+def test_second_run_reuses_finished_experiments(tmp_path):
+    from cnnlab.report.profiles import get_profile
+
+    calls = []
+    ctx = Context(get_profile("tiny"), tmp_path, None)
+    for _ in range(2):
+        ctx.begin(Section("x", "X", ""))
+        d = ctx.cached("exp", {"a": 1}, lambda d: calls.append(d))
+    assert len(calls) == 1 and d == calls[0]
+    ctx.begin(Section("x", "X", ""))
+    assert ctx.cached("exp", {"a": 2}, lambda d: calls.append(d)) != d  # another config: another run
+    # an interrupted run (no completion marker) runs again, into the same folder
+    ctx.begin(Section("x", "X", ""))
+
+    def crash(d):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ctx.cached("exp", {"a": 3}, crash)
+    ctx.begin(Section("x", "X", ""))
+    ctx.cached("exp", {"a": 3}, lambda d: calls.append(d))
+    assert len(calls) == 3
+
+
+def test_unknown_profile_and_section_are_rejected():
+    with pytest.raises(ValueError, match="tiny"):
+        build.Config(profile="huge")
+    with pytest.raises(ValueError, match="batchnorm"):
+        build.Config(sections=["nope"])
+
+
+@needs_chromium
+def test_real_browser_loads_it_cleanly(report):
+    from cnnlab.report.browser import check_page
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, kwargs in (("laptop", {}), ("phone", {"width": 390, "height": 844, "mobile": True})):
+        page = check_page(report.html, screenshot=ARTIFACTS / f"report-{name}.png", **kwargs)
+        assert page.console_errors == []
+        assert page.failed_requests == []
+        assert len(page.images) >= 5 and not page.broken_images, page.broken_images
+        assert page.screenshot.stat().st_size > 10_000
+        assert page.title.startswith("cnnlab report")
+
+
+@needs_chromium
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+def test_pdf_has_the_sections(report):
+    import subprocess
+
+    assert report.pdf is not None and report.pdf.stat().st_size > 50_000
+    text = subprocess.run(["pdftotext", "-layout", str(report.pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    flat = re.sub(r"\s+", " ", text)
+    for title in [s.title for s in report.sections] + ["Code appendix"]:
+        assert title in flat, title
+    results = read_json(report.out / "results.json")
+    assert results["sections"]["prediction"]["numbers"]["prediction.p1"]["text"] in flat
+    css = (report.out / "report.css").read_text()
+    assert re.search(r"figure[^{]*\{[^}]*break-inside: avoid", css)  # figures are never cut across pages
+    shutil.copyfile(report.pdf, ARTIFACTS / "report.pdf") if ARTIFACTS.is_dir() else None
