@@ -1,0 +1,51 @@
+"""``eot``: Expectation over Transformation (Athalye et al., arXiv 1707.07397).
+
+Each step averages the gradient of log P(y_fool) over ``samples`` random transforms of the
+current image (mirror, crop, scale, rotation, grayscale: :class:`RandomTransforms`) and takes a
+signed step, then projects onto the ε-ball. The result is adversarial in expectation over the
+distribution, so it survives a flip, a crop, a rotation or grayscale, which plain attacks do
+not. An image stops early only once the quantized image itself reaches the threshold and the
+mean P(target) over a fresh draw of transforms does too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cnnlab.attacks.base import Attack, StepOutput
+from cnnlab.attacks.transforms import RandomTransforms
+
+
+class EOT(Attack):
+    name = "eot"
+    default_steps = 200
+    default_step_size = 0.5 / 255  # α, as for pgd
+    default_samples = 8  # transforms per gradient estimate
+
+    def __init__(self, *args, samples: int | None = None, distribution: RandomTransforms | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.samples = int(samples or self.default_samples)
+        if self.samples < 1:
+            raise ValueError(f"EOT needs at least 1 sample per step, got {self.samples}")
+        self.distribution = distribution or RandomTransforms()
+
+    def _expected(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean log P(target) over ``samples`` transforms of each image: (B,)."""
+        B = x.shape[0]
+        xt = self.distribution.sample(x, self.samples)  # B*n, 3, H, W
+        logp = torch.log_softmax(self.logits(xt), dim=1)  # B*n, 1000
+        logp = logp.gather(1, target.repeat_interleave(self.samples)[:, None]).view(B, self.samples)  # B, n
+        return logp
+
+    def step(self, x_adv: torch.Tensor, x: torch.Tensor, target: torch.Tensor, t: int) -> StepOutput:
+        xg = x_adv.detach().requires_grad_(True)
+        logp = self._expected(xg, target)  # B, n
+        (grad,) = torch.autograd.grad(logp.mean(1).sum(), xg)  # B, 3, H, W
+        return StepOutput(x_adv + self.step_size * grad.sign(), logp.detach().exp().mean(1))
+
+    @torch.no_grad()
+    def stop_probability(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        plain = self.target_probability(x_q, target)  # B
+        expected = self._expected(x_q, target).exp().mean(1)  # B
+        return torch.minimum(plain, expected)

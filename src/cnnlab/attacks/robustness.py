@@ -1,0 +1,185 @@
+"""Do adversarial images stay adversarial after a flip, a crop, a rotation or grayscale?
+
+Give `cnnlab attack` run folders (every adversarial image in them is checked, with its target
+and its clean class) or image files (with --target; --true-label adds P(original class)). Each
+image is classified as saved, then after each of four transforms: a horizontal flip, the centre
+crop keeping 80% of the area (resized back), a 30° rotation, and grayscale replicated to 3
+channels. Several runs side by side (e.g. a pgd run and an eot run) show why plain attacks break
+under transforms and EOT ones do not.
+
+Example: cnnlab robustness runs/attack/<pgd-run> runs/attack/<eot-run>
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.attacks.run import RESULTS_FILE
+from cnnlab.attacks.targets import parse_class
+from cnnlab.attacks.transforms import robustness_transforms
+from cnnlab.errors import CnnlabError
+from cnnlab.images import IMAGE_SUFFIXES, expand_paths, load_image, pil_to_tensor
+from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
+from cnnlab.options import RunOptions, arg
+from cnnlab.runs import new_run_dir, read_json, resolve_device, save_figure, seed_everything, write_json, write_run_metadata
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "none"
+
+
+@dataclass(kw_only=True)
+class Config(RunOptions):
+    inputs: list[Path] = arg(help="`cnnlab attack` run folders, or adversarial image files",
+                             positional=True, metavar="ADV_RUN_OR_IMAGE")
+    target: list[str] = arg(default_factory=list, metavar="CLASS",
+                            help="for image files: the target class (once or per image; default: the image's top-1)")
+    true_label: list[str] = arg(default_factory=list, metavar="CLASS",
+                                help="for image files: the original class, to report P(original class)")
+    model: str = arg(DEFAULT_MODEL, "classifier for image files (run folders use their own model)")
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("give at least one attack run folder or image")
+        self.inputs = [Path(p) for p in self.inputs]
+        self.target = [str(t) for t in self.target]
+        self.true_label = [str(t) for t in self.true_label]
+
+
+@dataclass
+class Item:
+    """One adversarial image to check."""
+
+    label: str  # e.g. "pgd: peppers"
+    path: Path
+    model: str
+    model_resolution: bool
+    target: int | str | None
+    original: int | str | None  # the clean class, when known
+
+
+@dataclass
+class Row:
+    label: str
+    image: str
+    transform: str
+    top1: int
+    top1_name: str
+    top1_prob: float
+    target: int
+    target_name: str
+    p_target: float
+    target_survives: bool  # the target is still top-1
+    original: int | None
+    p_original: float | None
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    rows: list[Row]
+    summary: dict[str, dict[str, object]]  # label -> {transform: survived, "all": bool}
+    transforms: list[str]
+    figure: Path
+    results_json: Path
+
+
+def _items(config: Config) -> list[Item]:
+    items: list[Item] = []
+    files: list[Path] = []
+    for p in config.inputs:
+        if p.is_dir() and (p / RESULTS_FILE).exists():
+            res, cfg = read_json(p / RESULTS_FILE), read_json(p / "config.json")
+            for im in res["images"]:
+                items.append(Item(f"{res['method']}: {im['name']}", p / im["adversarial_png"], cfg.get("model", DEFAULT_MODEL),
+                                  bool(res.get("model_resolution")), im["target"], im["clean_class"]))
+        elif p.is_dir() and not any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
+            raise CnnlabError(f"{p}: neither an attack run folder (no {RESULTS_FILE}) nor a folder of images")
+        else:
+            files.extend(expand_paths([p]))
+    n = len(files)
+    for flag, values in (("--target", config.target), ("--true-label", config.true_label)):
+        if len(values) > 1 and len(values) != n:
+            raise CnnlabError(f"{flag}: give one value, or one per image file ({n} files), got {len(values)}")
+    for i, f in enumerate(files):
+        pick = lambda vals: vals[0] if len(vals) == 1 else (vals[i] if vals else None)  # noqa: E731
+        items.append(Item(f.stem, f, config.model, False, pick(config.target), pick(config.true_label)))
+    if not items:
+        raise CnnlabError("no adversarial images found in the inputs")
+    return items
+
+
+def _probabilities(model, x: torch.Tensor, model_resolution: bool) -> torch.Tensor:
+    """Softmax (1000,) for one image (1, 3, H, W), through the same pipeline as the attack."""
+    with torch.no_grad():
+        inp = x if model_resolution else model.preprocess_tensor(x)
+        return torch.softmax(model(inp).float(), dim=1)[0].cpu()
+
+
+def run(config: Config) -> Result:
+    seed_everything(config.seed, config.deterministic)
+    device = resolve_device(config.device)
+    items = _items(config)
+    run_dir = new_run_dir("robustness", config.out)
+    write_run_metadata(run_dir, config, device, config.seed)
+    transforms = {IDENTITY: (lambda x: x), **robustness_transforms()}
+    models: dict[str, object] = {}
+    rows: list[Row] = []
+    grid = []
+    from cnnlab.plots.attacks import RobustnessCell, robustness_grid
+
+    for item in items:
+        if item.model not in models:
+            models[item.model] = load_pretrained(item.model, device=device)
+        model = models[item.model]
+        cats = model.categories
+        x = pil_to_tensor(load_image(item.path))[None].to(device)  # 1, 3, H, W
+        base = _probabilities(model, x, item.model_resolution)
+        target = parse_class(item.target, cats) if item.target is not None else int(base.argmax())
+        original = parse_class(item.original, cats) if item.original is not None else None
+        cells = []
+        for name, fn in transforms.items():
+            xt = fn(x)  # 1, 3, H, W
+            p = _probabilities(model, xt, item.model_resolution)
+            top = int(p.argmax())
+            rows.append(Row(item.label, str(item.path), name, top, cats[top], float(p[top]), target, cats[target],
+                            float(p[target]), top == target, original,
+                            float(p[original]) if original is not None else None))
+            cells.append(RobustnessCell(xt[0].permute(1, 2, 0).cpu().numpy(), f"{cats[top]} {float(p[top]):.0%}",
+                                        top == target))
+        grid.append((f"{item.label}\n→ {cats[target]}", cells))
+        log.info("%s: target %s survives %d/4 transforms", item.label, cats[target],
+                 sum(r.target_survives for r in rows[-4:]))
+
+    names = list(transforms)
+    summary: dict[str, dict[str, object]] = {}
+    for item in items:
+        mine = {r.transform: r.target_survives for r in rows if r.label == item.label}
+        summary[item.label] = {**mine, "all_four": all(mine[t] for t in names[1:])}
+    figure = save_figure(robustness_grid(grid, names), run_dir / "robustness.png")
+    results_json = write_json(run_dir / "robustness.json", {"transforms": names, "summary": summary, "rows": rows})
+    return Result(run_dir, rows, summary, names, figure, results_json)
+
+
+def present(result: Result) -> int:
+    print(f"{'image':<24s} {'transform':<10s} {'top-1':<24s} {'P(top-1)':>8s} {'target?':>8s} "
+          f"{'P(target)':>9s} {'P(orig)':>8s}")
+    for r in result.rows:
+        p_orig = f"{r.p_original:8.3f}" if r.p_original is not None else f"{'-':>8s}"
+        print(f"{r.label[:24]:<24s} {r.transform:<10s} {r.top1_name[:24]:<24s} {r.top1_prob:8.3f} "
+              f"{'yes' if r.target_survives else 'no':>8s} {r.p_target:9.3f} {p_orig}")
+    n_all = sum(bool(s["all_four"]) for s in result.summary.values())
+    print(f"target top-1 under all four transforms: {n_all}/{len(result.summary)} images")
+    print(f"figure: {result.figure}")
+    print(f"results: {result.results_json}")
+    return 0
+
+
+def survival_table(result: Result) -> np.ndarray:
+    """(images, transforms) boolean array of 'target still top-1', in the order of ``result.summary``."""
+    return np.array([[bool(s[t]) for t in result.transforms] for s in result.summary.values()])

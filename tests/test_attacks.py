@@ -1,0 +1,227 @@
+"""Attack invariants on a tiny model: the ε-ball, [0, 1], 8-bit output, P(target) rises, the
+model's mode and requires_grad flags come back; oracle steps for pgd and ascent; a do-nothing
+attack fails the same checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.attacks import ATTACKS, EOT, PGD, Ascent, Attack, NoAttack, project, quantize_within
+from cnnlab.attacks.base import StepOutput
+from cnnlab.attacks.transforms import RandomTransforms
+
+EPS = 8 / 255
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids thread-pool contention on a busy 2-core machine (20× here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    """A small CNN on (B, 3, 16, 16) images with BatchNorm and Dropout (modes matter)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+    with torch.no_grad():  # sharper than the default init, so small perturbations matter
+        net[0].weight.mul_(4)
+        net[3].weight.mul_(4)
+        net[-1].weight.mul_(8)
+    return net
+
+
+def images(b: int = 2, size: int = 16, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, 3, size, size), generator=g).float() / 255  # 8-bit valued
+
+
+def p_target(model: nn.Module, x: torch.Tensor, target: torch.Tensor, preprocess=None) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        logits = model(preprocess(x) if preprocess else x)
+        return torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
+
+
+def check_attack(attack: Attack, x: torch.Tensor, target: torch.Tensor, min_gain: float = 2.0) -> torch.Tensor:
+    """The invariants every attack must satisfy; returns the adversarial batch."""
+    model = attack.model
+    saved = ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
+    try:
+        return _check_attack(attack, model, x, target, min_gain)
+    finally:  # the model may be a shared fixture: leave it as it was
+        for m, mode in zip(model.modules(), saved[0]):
+            m.training = mode
+        for p, flag in zip(model.parameters(), saved[1]):
+            p.requires_grad_(flag)
+
+
+def _check_attack(attack: Attack, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                  min_gain: float) -> torch.Tensor:
+    model.train()  # the attack must switch to eval and back
+    frozen = [p for i, p in enumerate(model.parameters()) if i % 2 == 0]
+    for p in frozen:
+        p.requires_grad_(False)  # a mix of flags, restored exactly
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    before = p_target(model, x, target, attack.preprocess)
+    model.train()
+
+    out = attack(x, target)
+    adv = out.adversarial
+
+    assert [m.training for m in model.modules()] == modes, "train/eval mode not restored"
+    assert [p.requires_grad for p in model.parameters()] == flags, "requires_grad flags not restored"
+    assert all(p.grad is None for p in model.parameters()), "the attack left parameter gradients"
+    assert adv.shape == x.shape and adv.dtype == torch.float32
+    assert (adv - x).abs().max() <= attack.eps + 1e-6, "outside the ε-ball"
+    assert adv.min() >= 0 and adv.max() <= 1, "outside [0, 1]"
+    assert torch.equal((adv * 255).round() / 255, adv), "not 8-bit valued"
+    after = p_target(model, adv, target, attack.preprocess)
+    assert torch.allclose(after, out.p_target, atol=1e-5), "reported P(target) is not the one of the output"
+    assert (after > min_gain * before).all(), f"P(target) did not rise: {before.tolist()} -> {after.tolist()}"
+    assert ((adv - x).abs().amax(dim=(1, 2, 3)) > 0).all(), "the image was not changed"
+    model.eval()
+    return adv
+
+
+@pytest.fixture
+def batch():
+    model = tiny_model()
+    x = images()
+    with torch.no_grad():
+        clean = model.eval()(x).argmin(1)  # the least likely class: a hard target
+    return model, x, clean
+
+
+@pytest.mark.parametrize("name", ["ascent", "pgd", "eot"])
+def test_attack_invariants_tiny_model(batch, name):
+    model, x, target = batch
+    cls = ATTACKS.get(name)
+    extra = {"samples": 4} if name == "eot" else {}
+    attack = cls(model, eps=EPS, steps=15, step_size=2 / 255, threshold=None, **extra)
+    # EOT maximizes the average over transforms, so the untransformed gain is smaller.
+    check_attack(attack, x, target, min_gain=1.2 if name == "eot" else 2.0)
+
+
+def test_noop_attack_fails_the_same_checks(batch):
+    model, x, target = batch
+    with pytest.raises(AssertionError, match="did not rise|not changed"):
+        check_attack(NoAttack(model, eps=EPS, steps=3, threshold=None), x, target)
+
+
+def test_attack_ignoring_the_ball_fails_the_checks(batch):
+    """A subclass that bypasses projection would be caught: the base class projects anyway."""
+
+    class Wild(Attack):
+        def step(self, x_adv, x, target, t):
+            return StepOutput(x_adv + 0.5)
+
+    model, x, target = batch
+    out = Wild(model, eps=EPS, steps=2, threshold=None)(x, target)
+    assert (out.adversarial - x).abs().max() <= EPS + 1e-6
+    assert out.adversarial.max() <= 1
+
+
+def test_pgd_step_matches_hand_computation():
+    """One step on a linear model: ∇ log softmax_t(Wx + b) = W_t − Σ_j p_j W_j, by hand in NumPy."""
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    x = images(1, 4)
+    W, b = lin[1].weight.detach().double().numpy(), lin[1].bias.detach().double().numpy()
+    xv = x.double().numpy().reshape(-1)
+    z = W @ xv + b
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    t = 3
+    grad = W[t] - p @ W
+    alpha, eps = 1 / 255, 3 / 255  # whole grey levels: the 8-bit rounding is exact
+    expected = np.clip(np.clip(xv + alpha * np.sign(grad), xv - eps, xv + eps), 0, 1)
+    out = PGD(lin, eps=eps, steps=1, step_size=alpha, threshold=None)(x, t)
+    np.testing.assert_allclose(out.adversarial.double().numpy().reshape(-1), expected, atol=1e-6)
+    assert out.steps.item() == 1
+
+
+def test_ascent_step_is_the_normalized_probability_gradient():
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    x = images(1, 4)
+    t = 2
+    xg = x.clone().requires_grad_(True)
+    prob = torch.softmax(lin(xg), 1)[0, t]
+    (g,) = torch.autograd.grad(prob, xg)  # ∂P/∂X by autograd, independent of the attack code
+    lam, eps = 4 / 255, 4 / 255
+    expected = quantize_within(project(x + lam * g / g.abs().max(), x, eps), x, eps)
+    out = Ascent(lin, eps=eps, steps=1, step_size=lam, threshold=None)(x, t)
+    assert torch.equal(out.adversarial, expected)
+    assert (out.adversarial - x).abs().max() > 0
+
+
+def test_threshold_stops_early_and_reports_success(batch):
+    model, x, _ = batch
+    with torch.no_grad():
+        target = model.eval()(x).argsort(1)[:, -2]  # the runner-up: easy to reach
+    out = PGD(model, eps=32 / 255, steps=200, step_size=2 / 255, threshold=0.5)(x, target)
+    assert out.success.all()
+    assert (out.p_target >= 0.5).all()
+    assert (out.steps < 200).all(), "did not stop early"
+
+
+def test_quantize_within_respects_fractional_eps():
+    x = images(1, 8)
+    eps = 0.01  # 2.55 grey levels: rounding alone could reach 3
+    noisy = project(x + torch.empty_like(x).uniform_(-1, 1), x, eps)
+    q = quantize_within(noisy, x, eps)
+    assert (q - x).abs().max() <= eps + 1e-7
+    assert torch.equal((q * 255).round() / 255, q)
+    q2 = quantize_within(project(x + 1, x, 2 / 255), x, 2 / 255)
+    grey = ((q2 - x) * 255).round()
+    assert grey.max() == 2 or (x * 255).round().min() >= 254  # exactly two grey levels where room
+
+
+def test_attack_rejects_bad_inputs(batch):
+    model, x, target = batch
+    for eps in (0, 1, -0.1):
+        with pytest.raises(ValueError, match="eps"):
+            PGD(model, eps=eps)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        PGD(model, eps=EPS, steps=1)(x * 2, target)
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        PGD(model, eps=EPS, steps=1)(x[0], target)
+
+
+def test_registry_lists_attacks():
+    assert {"ascent", "pgd", "eot"} <= set(ATTACKS.names())
+    with pytest.raises(ValueError, match="ascent"):
+        ATTACKS.get("fgsm-typo")
+
+
+def test_eot_distribution_identity_and_flip():
+    x = images(2, 12)
+    ident = RandomTransforms(flip_p=0.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), max_rotation_deg=0.0, gray_p=0.0)
+    out = ident.sample(x, 3)
+    assert out.shape == (6, 3, 12, 12)
+    torch.testing.assert_close(out, x.repeat_interleave(3, 0), atol=1e-5, rtol=0)
+    flip = RandomTransforms(flip_p=1.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), max_rotation_deg=0.0, gray_p=1.0)
+    out = flip.sample(x, 2)
+    torch.testing.assert_close(out[:, 0], out[:, 1])  # grayscale: equal channels
+    luma = (x.flip(-1) * torch.tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    torch.testing.assert_close(out[::2, 0], luma, atol=1e-5, rtol=0)
+
+
+def test_eot_gradient_is_an_average_over_transforms(batch):
+    model, x, target = batch
+    attack = EOT(model, eps=EPS, steps=1, samples=5, threshold=None)
+    logp = attack._expected(x, target)
+    assert logp.shape == (2, 5) and torch.isfinite(logp).all()
+    assert math.isclose(attack.step_size, 0.5 / 255)
