@@ -202,3 +202,54 @@ def test_pdf_has_the_sections(report):
     css = (report.out / "report.css").read_text()
     assert re.search(r"figure[^{]*\{[^}]*break-inside: avoid", css)  # figures are never cut across pages
     shutil.copyfile(report.pdf, ARTIFACTS / "report.pdf") if ARTIFACTS.is_dir() else None
+
+
+def _png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(path)
+
+
+@pytest.mark.parametrize("bn_better", [True, False])
+def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
+    """'BatchNorm trained faster' appears only when its losses say so (fake training runs)."""
+    import cnnlab.train as train
+    import cnnlab.train.compare as compare
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import cifar10
+    from cnnlab.runs import write_json
+
+    losses = {"hw-mish": [2.0, 1.5], "hw-mish-bn": [1.8, 1.2] if bn_better else [2.1, 1.7], "improved": [1.9, 1.0]}
+    accs = {"hw-mish": 0.5, "hw-mish-bn": 0.6, "improved": 0.4 if bn_better else 0.7}
+
+    def fake_train(config):
+        m = config.model
+        hist = [{"epoch": i + 1, "train_loss": v, "train_accuracy": 0.1, "test_loss": v, "test_accuracy": accs[m],
+                 "lr": 0.1, "seconds": 1.0} for i, v in enumerate(losses[m])]
+        write_json(config.out / "result.json", {
+            "model": m, "epochs": 2, "test_accuracy": accs[m], "test_accuracy_plain": accs[m], "test_loss": 1.0,
+            "train_seconds": 2.0, "wall_seconds": 3.0, "parameters": 1000, "init_scheme": "Kaiming",
+            "optimizer": "SGD", "precision": {}, "world_size": 1, "history": hist,
+            "recipe": {"batch_size": 8, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1,
+                       "translate": 2, "flip": True, "note": "n"}})
+        for f in ("loss.png", "filters.png"):
+            _png(config.out / f)
+
+    monkeypatch.setattr(train, "run", fake_train)
+    monkeypatch.setattr(compare, "run", lambda config: _png(config.out / "compare.png"))
+    ctx = Context(Profile("t", "t", train={m: {} for m in losses}, synthetic=False), tmp_path, None)
+    html = cifar10.build(ctx).html
+    assert ("lower at every epoch" in html) == bn_better
+    assert ("did <b>not</b> train faster" in html) == (not bn_better)
+    assert ("<code>improved</code> beats both" in html) == (not bn_better)
+    assert ("does <b>not</b> beat both" in html) == bn_better
+
+
+def test_cli_builds_a_partial_report(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    assert main(["report", "--profile", "tiny", "--sections", "batchnorm", "--no-pdf", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "results.json").is_file()
+    assert "report:" in capsys.readouterr().out
