@@ -253,3 +253,44 @@ def test_cli_builds_a_partial_report(tmp_path, capsys):
                  "--quiet"]) == 0
     assert (tmp_path / "index.html").is_file() and (tmp_path / "results.json").is_file()
     assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("eot_better", [True, False])
+def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch, eot_better):
+    """'EOT survives more often' appears only when the robustness rows say so (fake attack runs)."""
+    import cnnlab.attacks.robustness as robustness
+    import cnnlab.attacks.run as attack
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import adversarial
+    from cnnlab.runs import write_json
+
+    transforms = ["identity", "flip", "crop", "rotate", "gray"]
+
+    def fake_attack(config):
+        im = {"name": "peppers", "clean_name": "bell pepper", "clean_prob": 0.9, "target_name": "space shuttle",
+              "adv_name": "space shuttle", "adv_prob": 0.95, "p_target": 0.95, "linf_grey": 2, "psnr": 50.0,
+              "ssim": 0.99, "steps": 10, "seconds": 1.0, "success": True}
+        write_json(config.out / attack.RESULTS_FILE, {
+            "method": config.method, "model": "mobilenet_v2", "eps_grey": 2.0, "steps_budget": 10, "threshold": 0.9,
+            "amplify": 64.0, "figure": "attack.png", "warnings": [], "images": [im]})
+        _png(config.out / "attack.png")
+
+    def fake_robustness(config):
+        rows, summary = [], {}
+        for run_dir in config.inputs:
+            method = read_json(run_dir / attack.RESULTS_FILE)["method"]
+            label = f"{method}: peppers"
+            good = (method == "eot") == eot_better
+            for t in transforms:
+                rows.append({"label": label, "transform": t, "target_survives": good or t == "identity",
+                             "p_target": 0.9 if good else 0.1})
+            summary[label] = {t: good for t in transforms}
+        write_json(config.out / "robustness.json", {"transforms": transforms, "summary": summary, "rows": rows})
+        _png(config.out / "robustness.png")
+
+    monkeypatch.setattr(attack, "run", fake_attack)
+    monkeypatch.setattr(robustness, "run", fake_robustness)
+    ctx = Context(Profile("t", "t", attack={"methods": ("pgd", "eot")}), tmp_path, None)
+    html = adversarial.build(ctx).html
+    assert ("EOT adversarials survive the transforms more often" in html) == eot_better
+    assert ("Here EOT did <b>not</b> survive" in html) == (not eot_better)
