@@ -21,7 +21,8 @@ def folder(tmp_path_factory):
 def test_features_are_normalized_penultimate_in_input_order(folder):
     model = tiny_model()
     paths = list(folder.train.paths)
-    ext = extract_features(model, paths, batch_size=3, workers=2, precision="fp32")
+    ext = extract_features(model, paths, batch_size=3, workers=2, precision="fp32", streams=3)
+    assert ext.streams == 3  # concurrent batches through one model: forward_features is per-thread
     assert ext.features.shape == (len(paths), model.feature_dim)
     torch.testing.assert_close(ext.features.norm(dim=1), torch.ones(len(paths)))
     # oracle: the model's own float preprocessing, one image at a time, then normalize
@@ -29,7 +30,9 @@ def test_features_are_normalized_penultimate_in_input_order(folder):
         ref = torch.cat([model.forward_features(model.preprocess(load_image(p))[None]) for p in paths])
     torch.testing.assert_close(ext.features, F.normalize(ref, dim=1), atol=1e-5, rtol=1e-5)
     # threads and batch size change nothing
-    again = extract_features(model, paths, batch_size=5, workers=0, precision="fp32")
+    threads = torch.get_num_threads()
+    again = extract_features(model, paths, batch_size=5, workers=0, precision="fp32", streams=1)
+    assert torch.get_num_threads() == threads  # the caller's thread setting is restored
     torch.testing.assert_close(again.features, ext.features, atol=1e-5, rtol=1e-5)
     # the model's memory format is restored afterwards
     assert model.net[0].weight.is_contiguous()

@@ -14,6 +14,7 @@ the final linear layer) that the linear probe and other tools share.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,8 @@ class ImageNetClassifier(nn.Module):
         self.categories: list[str] = list(spec.weights.meta["categories"])
         self.head = _find_head(net)
         self.feature_dim = self.head.in_features
-        self._captured: torch.Tensor | None = None
+        # head inputs captured by forward_features, one slot per thread (thread-safe extraction)
+        self._captured: dict[int, torch.Tensor] = {}
         self.head.register_forward_hook(self._capture)
 
     @property
@@ -118,7 +120,7 @@ class ImageNetClassifier(nn.Module):
         return self.spec.name
 
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._captured = inputs[0]
+        self._captured[threading.get_ident()] = inputs[0]
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -129,9 +131,10 @@ class ImageNetClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, D): the input of the final linear layer."""
-        self._captured = None
+        key = threading.get_ident()
+        self._captured.pop(key, None)
         self.net(self.normalize(x))
-        feats, self._captured = self._captured, None
+        feats = self._captured.pop(key, None)
         assert feats is not None and feats.shape[-1] == self.feature_dim
         return feats.flatten(1)
 

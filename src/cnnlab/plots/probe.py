@@ -10,7 +10,7 @@ import numpy as np
 def confusion_figure(cm: np.ndarray, classes: Sequence[str], *, title: str = "", normalize: bool = True):
     """Confusion matrix (rows: true class, columns: predicted), rows normalized to recall.
 
-    Classes absent from the test labels get an empty row. Cell labels are drawn only when
+    Classes absent from the test labels get a grey row. Cell labels are drawn only when
     the matrix is small enough to read them.
     """
     import matplotlib
@@ -33,6 +33,8 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], *, title: str = "",
     fontsize = 9 if n <= 12 else 6
     ax.set_xticks(ticks, labels=list(classes), rotation=90, fontsize=fontsize)
     ax.set_yticks(ticks, labels=list(classes), fontsize=fontsize)
+    for i in np.flatnonzero(support[:, 0] == 0):  # no test images: grey row, not "0 % right"
+        ax.axhspan(i - 0.5, i + 0.5, color="0.85", zorder=0.5)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if n <= 12:

@@ -78,6 +78,8 @@ class Config(RunOptions):
                          choices=PRECISIONS)
     batch_size: int = arg(DEFAULT_BATCH, "images per forward pass (8-16 is fastest for MobileNetV2 on CPU)")
     workers: int = arg(2, "image decoding threads (0: decode in the main thread)")
+    streams: int = arg(0, "batches run concurrently, each on threads/streams cores (0: one per torch thread on "
+                          "CPU, 1 on GPU)")
     c_min: float = arg(C_MIN, "smallest C of the log-spaced grid")
     c_max: float = arg(C_MAX, "largest C of the log-spaced grid")
     c_steps: int = arg(C_STEPS, "number of C values (1: use c_min without validation)")
@@ -90,6 +92,8 @@ class Config(RunOptions):
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.streams < 0:
+            raise ValueError(f"--streams must be 0 (auto) or more, got {self.streams}")
         if self.workers < 0:
             raise ValueError(f"--workers must be 0 or more, got {self.workers}")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:
@@ -208,12 +212,12 @@ def split_features(model: ImageNetClassifier, images: LabeledImages, split: str,
     shard = list(images.paths[rank::world])
     ext = extract_features(model, shard, batch_size=config.batch_size, workers=config.workers,
                            precision=config.precision, description=f"{split} features",
-                           calibration_paths=list(images.paths))
+                           calibration_paths=list(images.paths), streams=config.streams or None)
     feats = _gather_features(ext.features, len(images), rank, world)
     record = {
         "seconds": ext.seconds, "images": len(images), "images_per_second": len(images) / max(ext.seconds, 1e-9),
         "precision": ext.precision, "channels_last": ext.channels_last, "processes": world,
-        "batch_size": config.batch_size, "decode_threads": config.workers,
+        "batch_size": config.batch_size, "decode_threads": config.workers, "streams": ext.streams,
         "agreement": asdict(ext.agreement) if ext.agreement else None,
     }
     if rank == 0 and path is not None:
