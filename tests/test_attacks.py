@@ -225,3 +225,13 @@ def test_eot_gradient_is_an_average_over_transforms(batch):
     logp = attack._expected(x, target)
     assert logp.shape == (2, 5) and torch.isfinite(logp).all()
     assert math.isclose(attack.step_size, 0.5 / 255)
+
+
+def test_no_threshold_runs_the_whole_budget(batch):
+    model, x, _ = batch
+    with torch.no_grad():
+        target = model.eval()(x).argmax(1)  # already top-1: a threshold run would stop at once
+    out = PGD(model, eps=EPS, steps=4, step_size=1 / 255, threshold=None)(x, target)
+    assert out.steps.tolist() == [4, 4] and out.success.all()
+    out = PGD(model, eps=EPS, steps=4, step_size=1 / 255, threshold=0.05)(x, target)
+    assert out.steps.tolist() == [0, 0] and out.success.all()

@@ -130,3 +130,22 @@ def test_cli_rejects_unknown_target(tmp_path, capsys):
     assert "outside 0-999" in _err(capsys)
     assert main(["attack", str(img), "--target", "spaceship", "--quiet", "--out", str(tmp_path / "r")]) == 2
     assert "unknown class name" in _err(capsys)
+
+
+def test_attack_grid_is_n_by_3_with_the_factor_stated():
+    from cnnlab.plots.attacks import AttackRow, amplified_noise, attack_grid, robustness_grid, RobustnessCell
+
+    a = np.zeros((30, 40, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 2
+    noise = amplified_noise(a, b, 63.75)
+    assert noise[0, 0, 0] == pytest.approx(0.5 + 63.75 * 2 / 255) and noise[1, 1, 1] == 0.5
+    fig = attack_grid([AttackRow(a, b, "bell pepper 98.5%", "space shuttle 96.8%", "peppers")] * 2, 63.75, 2)
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "peppers: bell pepper 98.5%" and "× 63.75" in titles[1] and "space shuttle" in titles[2]
+    cells = [RobustnessCell(a, "x 50%", True), RobustnessCell(b, "y 20%", False)]
+    fig = robustness_grid([("pgd: a", cells), ("eot: a", cells)], ["none", "flip"])
+    assert len(fig.get_axes()) == 4
+    assert fig.get_axes()[1].title.get_color() == "tab:red"

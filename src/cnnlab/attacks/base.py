@@ -191,7 +191,8 @@ class Attack(ABC):
             x_adv = x.clone()
             x_q = x.clone()
             steps = torch.zeros(B, dtype=torch.long, device=device)
-            done = self._done(x_q, target)
+            # threshold=None: no early stop, every image runs the whole budget.
+            done = self._done(x_q, target) if self.threshold is not None else torch.zeros(B, dtype=torch.bool, device=device)
             for t in range(self.steps):
                 active = ~done
                 if not active.any():
@@ -202,7 +203,7 @@ class Attack(ABC):
                 x_adv[idx] = x_new
                 x_q[idx] = quantize_within(x_new, x[idx], self.eps)
                 steps[idx] += 1
-                check = torch.ones_like(idx, dtype=torch.bool)
+                check = torch.full_like(idx, self.threshold is not None, dtype=torch.bool)
                 if out.p_target is not None and self.threshold is not None:
                     # The float iterate seen by the step is a free pre-check: only images near the
                     # threshold pay for the exact check on their quantized version.

@@ -33,8 +33,9 @@ class AttackRow:
 
 def attack_grid(rows: list[AttackRow], amplify: float, eps_grey: float | None = None) -> Figure:
     """N×3 grid: original, the noise amplified ``amplify`` times, the adversarial image."""
-    fig = Figure(figsize=(9.0, 2.9 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 3, squeeze=False)
+    aspects = [np.asarray(r.original).shape[0] / np.asarray(r.original).shape[1] for r in rows]  # H / W
+    fig = Figure(figsize=(9.0, sum(3.0 * a + 0.35 for a in aspects)), layout="constrained")
+    axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={"height_ratios": aspects})
     bound = f", |noise| ≤ {eps_grey:g}/255" if eps_grey is not None else ""
     for r, row in enumerate(rows):
         panels = (
