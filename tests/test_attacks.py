@@ -235,3 +235,11 @@ def test_no_threshold_runs_the_whole_budget(batch):
     assert out.steps.tolist() == [4, 4] and out.success.all()
     out = PGD(model, eps=EPS, steps=4, step_size=1 / 255, threshold=0.05)(x, target)
     assert out.steps.tolist() == [0, 0] and out.success.all()
+
+
+def test_eot_stops_only_when_robust(batch):
+    model, x, target = batch
+    strict = EOT(model, eps=EPS, steps=1, samples=3, robust_threshold=0.99)
+    assert (strict.stop_probability(x, target) == 0).all()  # not robust yet: keep going
+    lax = EOT(model, eps=EPS, steps=1, samples=3, robust_threshold=1e-9)
+    torch.testing.assert_close(lax.stop_probability(x, target), lax.target_probability(x, target))

@@ -1,11 +1,12 @@
 """``eot``: Expectation over Transformation (Athalye et al., arXiv 1707.07397).
 
 Each step averages the gradient of log P(y_fool) over ``samples`` random transforms of the
-current image (mirror, crop, scale, rotation, grayscale: :class:`RandomTransforms`) and takes a
-signed step, then projects onto the ε-ball. The result is adversarial in expectation over the
+current image (mirror, crop, scale, rotation, grayscale: :class:`RandomTransforms`), adds it to a
+momentum buffer (μ = 0.9, as in MI-FGSM, Dong et al. 2018: it averages the noisy estimates over
+steps, which plain sign steps do not) and takes a signed step, then projects onto the ε-ball. The result is adversarial in expectation over the
 distribution, so it survives a flip, a crop, a rotation or grayscale, which plain attacks do
 not. An image stops early only once the quantized image itself reaches the threshold and the
-mean P(target) over a fresh draw of transforms does too.
+mean P(target) over a fresh draw of transforms reaches ``robust_threshold`` (0.6).
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from cnnlab.attacks.transforms import RandomTransforms
 
 class EOT(Attack):
     name = "eot"
-    default_steps = 200
+    default_steps = 100  # each step costs `samples` forward/backward passes
     default_step_size = 0.5 / 255  # α, as for pgd
     default_samples = 8  # transforms per gradient estimate
 
+    default_robust_threshold = 0.6  # mean P(target) over random transforms needed to stop early
+
     def __init__(self, *args, samples: int | None = None, distribution: RandomTransforms | None = None,
-                 **kwargs) -> None:
+                 robust_threshold: float | None = None, momentum: float | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.robust_threshold = float(robust_threshold or self.default_robust_threshold)
+        self.momentum = 0.9 if momentum is None else float(momentum)
+        self._velocity: torch.Tensor | None = None
         self.samples = int(samples or self.default_samples)
         if self.samples < 1:
             raise ValueError(f"EOT needs at least 1 sample per step, got {self.samples}")
@@ -42,10 +48,18 @@ class EOT(Attack):
         xg = x_adv.detach().requires_grad_(True)
         logp = self._expected(xg, target)  # B, n
         (grad,) = torch.autograd.grad(logp.mean(1).sum(), xg)  # B, 3, H, W
-        return StepOutput(x_adv + self.step_size * grad.sign(), logp.detach().exp().mean(1))
+        # Momentum (Dong et al., 2018): a running sum of L1-normalized gradients, so that the sign
+        # step follows the average over many steps' transform draws, not one noisy estimate.
+        grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-30).view(-1, 1, 1, 1)
+        if t == 0 or self._velocity is None or self._velocity.shape != grad.shape:
+            self._velocity = torch.zeros_like(grad)
+        self._velocity = self.momentum * self._velocity + grad
+        return StepOutput(x_adv + self.step_size * self._velocity.sign(), logp.detach().exp().mean(1))
 
     @torch.no_grad()
     def stop_probability(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """P(target) on the quantized image, or 0 while the mean over a fresh draw of transforms
+        is still below ``robust_threshold`` (so the attack keeps strengthening the image)."""
         plain = self.target_probability(x_q, target)  # B
         expected = self._expected(x_q, target).exp().mean(1)  # B
-        return torch.minimum(plain, expected)
+        return torch.where(expected >= self.robust_threshold, plain, torch.zeros_like(plain))

@@ -48,7 +48,7 @@ class Config(RunOptions):
     eps: float = arg(2 / 255, "L∞ budget in [0, 1] units; fractions allowed (2/255 = two grey levels)",
                      parse=parse_fraction, metavar="EPS")
     method: str = arg("pgd", "attack", choices=tuple(ATTACKS.names()))
-    steps: int | None = arg(None, "step budget (default: the method's, ascent 200, pgd 100, eot 200)")
+    steps: int | None = arg(None, "step budget (default: the method's, ascent 200, pgd 100, eot 100)")
     step_size: float | None = arg(None, "per-step change (λ or α) in [0, 1] units (default 0.5/255)",
                                   parse=parse_fraction, metavar="SIZE")
     threshold: float = arg(0.9, "stop, and count success, when P(target) on the 8-bit image reaches this")
