@@ -8,10 +8,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_history(history: Sequence[dict[str, float]], title: str = "") -> Figure:
-    """Loss (left) and accuracy (right) per epoch, train and test."""
+    """Loss (left) and accuracy (right) per epoch, train and test.
+
+    The train loss is the training objective (label-smoothed cross-entropy on augmented
+    batches, averaged over the epoch); the test loss is the plain cross-entropy.
+    """
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -22,6 +27,7 @@ def plot_history(history: Sequence[dict[str, float]], title: str = "") -> Figure
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -40,6 +46,7 @@ def plot_comparison(histories: dict[str, Sequence[dict[str, float]]], metric: st
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title or f"{metric.replace('_', ' ')} per epoch")
     if "loss" in metric:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
