@@ -72,8 +72,10 @@ def _changed_parts(old: dict, new: dict) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def cache_path(cache_dir: Path, dataset: str, split: str, model_name: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-{split}-{model_name}")
+def cache_path(cache_dir: Path, dataset: str, split: str, model_name: str, precision: str = "auto") -> Path:
+    """One file per data set, split, model and requested precision (so fp32 and auto runs coexist);
+    anything else that changes (weights, transform, files) makes the file stale."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-{split}-{model_name}-{precision}")
     return Path(cache_dir) / f"{slug}.safetensors"
 
 

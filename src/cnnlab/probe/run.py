@@ -195,7 +195,7 @@ def split_features(model: ImageNetClassifier, images: LabeledImages, split: str,
     path = None
     if config.cache:
         cache_dir = config.cache_dir or feature_cache.default_cache_dir()
-        path = feature_cache.cache_path(cache_dir, dataset, split, model.spec.name)
+        path = feature_cache.cache_path(cache_dir, dataset, split, model.spec.name, config.precision)
         found = feature_cache.load(path, description)
         if _all_agree(found.status == "hit", world):
             log.info("%s features from cache %s", split, path)
