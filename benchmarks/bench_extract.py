@@ -10,10 +10,9 @@ the L2-normalized features of each image against the plain fp32 loop.
 
 Methods:
   plain         torchvision transforms in a Dataset, DataLoader(batch_size=64), fp32, contiguous
-  cnnlab-fp32     cnnlab.probe.extract: threaded decoding, batch 16, channels_last, fp32,
-                  one single-threaded inference stream per core (the default)
-  cnnlab-1stream  as `cnnlab`, but one stream using all torch threads (ablation)
-  cnnlab          the default: precision 'auto' (bf16 where faithful), batch 16, streams
+  cnnlab-fp32      cnnlab.probe.extract: threaded decoding, batch 16, channels_last, fp32
+  cnnlab-2streams  as `cnnlab`, but two concurrent single-threaded inference streams (ablation)
+  cnnlab           the default: precision 'auto' (bf16 where faithful), batch 16, one stream
 """
 
 from __future__ import annotations
@@ -78,8 +77,8 @@ def main() -> None:
     methods = {
         "plain": lambda c: F.normalize(plain_features(model, c), dim=1),
         "cnnlab-fp32": lambda c: extract_features(model, c, batch_size=args.batch_size, precision="fp32").features,
-        "cnnlab-1stream": lambda c: extract_features(model, c, batch_size=args.batch_size, precision=precision,
-                                                     calibrate=False, streams=1).features,
+        "cnnlab-2streams": lambda c: extract_features(model, c, batch_size=args.batch_size, precision=precision,
+                                                      calibrate=False, streams=2).features,
         "cnnlab": lambda c: extract_features(model, c, batch_size=args.batch_size, precision=precision,
                                              calibrate=False).features,
     }

@@ -57,7 +57,7 @@ def validation_curve_figure(grid: Sequence[float], scores: Sequence[float], chos
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot(1, 1, 1)
     ax.semilogx(grid, scores, marker="o")
-    ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen C = {chosen:g}")
+    ax.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen C = {chosen:.3g}")
     ax.set_xlabel("C (inverse regularization)")
     ax.set_ylabel("validation mean-per-class acc.")
     ax.legend(loc="lower right")

@@ -6,11 +6,12 @@ through the weights' own evaluation transform (resize, centre crop). Decoding an
 run in a thread pool (Pillow releases the GIL there) ahead of the network; batches are
 small because depthwise convolutions on a CPU run fastest at batch 8-16 in channels_last.
 
-On a CPU the network runs as several *streams*: threads that each take whole batches with
-one intra-op thread, instead of one batch at a time split over all cores. Small depthwise
-layers leave OpenMP's per-layer barriers little work to amortize, and on a shared machine a
-descheduled OpenMP thread stalls every layer; measured here under load, two single-threaded
-streams gave 27-31 img/s where one two-threaded stream gave 4 img/s.
+The network can also run as several *streams* (``streams=N``): threads that each take whole
+batches with ``threads / N`` intra-op threads, instead of one batch at a time split over all
+cores. On the shared 2-core machine the results were mixed (a model-only test: two
+single-threaded streams 27-31 img/s against 4 img/s for one two-threaded stream; the end-to-end
+benchmark, twice: one stream 6.7x and 7.5x the plain loop, two streams 5.4x and 4.5x), so the
+default is one stream; see benchmarks/RESULTS.md.
 
 bf16 autocast is used only when the CPU supports it *and* a calibration sample shows that
 bf16 features agree with fp32 ones (cosine similarity of the normalized features at least
@@ -45,8 +46,8 @@ DEFAULT_BATCH = 16  # depthwise convs: batch 8-16 beats 64 several-fold on a 2-c
 
 
 def default_streams(device: str) -> int:
-    """One inference stream per intra-op thread on CPU (2 on this 2-core machine); 1 on GPU."""
-    return 1 if device.startswith("cuda") else max(1, torch.get_num_threads())
+    """One inference stream using all torch threads (measured best end to end, see module doc)."""
+    return 1
 
 
 @dataclass(frozen=True)

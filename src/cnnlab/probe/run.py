@@ -78,8 +78,7 @@ class Config(RunOptions):
                          choices=PRECISIONS)
     batch_size: int = arg(DEFAULT_BATCH, "images per forward pass (8-16 is fastest for MobileNetV2 on CPU)")
     workers: int = arg(2, "image decoding threads (0: decode in the main thread)")
-    streams: int = arg(0, "batches run concurrently, each on threads/streams cores (0: one per torch thread on "
-                          "CPU, 1 on GPU)")
+    streams: int = arg(0, "batches run concurrently, each on torch_threads/streams threads (0: auto = 1)")
     c_min: float = arg(C_MIN, "smallest C of the log-spaced grid")
     c_max: float = arg(C_MAX, "largest C of the log-spaced grid")
     c_steps: int = arg(C_STEPS, "number of C values (1: use c_min without validation)")
