@@ -44,7 +44,7 @@ def plot_comparison(histories: dict[str, Sequence[dict[str, float]]], metric: st
     for label, history in histories.items():
         ax.plot([h["epoch"] for h in history], [h[metric] for h in history], "o-", markersize=3, label=label)
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title or f"{metric.replace('_', ' ')} per epoch")
-    values = [h[metric] for h in histories.values() for h in h]
+    values = [row[metric] for hist in histories.values() for row in hist]
     if "loss" in metric and values and min(values) > 0 and max(values) / min(values) > 10:
         ax.set_yscale("log")  # long runs: the loss spans decades
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
