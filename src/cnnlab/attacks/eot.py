@@ -51,6 +51,7 @@ class EOT(Attack):
         # Momentum (Dong et al., 2018): a running sum of L1-normalized gradients, so that the sign
         # step follows the average over many steps' transform draws, not one noisy estimate.
         grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-30).view(-1, 1, 1, 1)
+        # (A new call, or a batch whose finished images left the active set, starts afresh.)
         if t == 0 or self._velocity is None or self._velocity.shape != grad.shape:
             self._velocity = torch.zeros_like(grad)
         self._velocity = self.momentum * self._velocity + grad
