@@ -136,9 +136,15 @@ class Context:
         return (f'<figure{cls}><img src="{esc(rel)}" alt="{esc(alt or caption)}" loading="eager">'
                 f"<figcaption>{caption}</figcaption></figure>")
 
+    def _key(self, key: str, value: Any) -> str:
+        full = f"{self.section.id}.{key}"
+        if full in self.section.numbers and self.section.numbers[full]["value"] != value:
+            raise ValueError(f"number key {full!r} used twice for different values")
+        return full
+
     def num(self, key: str, value: Any, spec: str, source: Path, path: Sequence[Any], unit: str = "") -> str:
         """Show ``value`` (which must be ``source``'s JSON at ``path``) and record it."""
-        full = f"{self.section.id}.{key}"
+        full = self._key(key, value)
         text = format_number(value, spec)
         self.section.numbers[full] = {"value": value, "text": text, "spec": spec,
                                       "source": {"file": self.rel(source), "path": list(path)}}
@@ -146,7 +152,7 @@ class Context:
 
     def derived(self, key: str, value: Any, spec: str, formula: str, unit: str = "") -> str:
         """Show a number computed from results (``formula`` says how) and record it."""
-        full = f"{self.section.id}.{key}"
+        full = self._key(key, value)
         text = format_number(value, spec)
         self.section.numbers[full] = {"value": value, "text": text, "spec": spec, "derived": formula}
         return f'<span class="num" data-key="{esc(full)}">{esc(text)}</span>{esc(unit)}'

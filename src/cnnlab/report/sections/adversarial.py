@@ -72,8 +72,8 @@ def build(ctx: Context) -> Section:
             f"<h3>{esc(method)}</h3><p>ε = ", N("eps_grey", ["eps_grey"], "g"), " grey levels (of 255), step budget ",
             N("budget", ["steps_budget"], "int"), ", success when P(target) on the saved 8-bit image reaches ",
             N("thr", ["threshold"], "g"), ". ",
-            ctx.derived("n_success", n_ok, "int", "images with success"), " of ",
-            ctx.derived("n_images", len(d["images"]), "int", "images attacked"), " images reached the target.</p>",
+            ctx.derived(f"{method}.n_success", n_ok, "int", "images with success"), " of ",
+            ctx.derived(f"{method}.n_images", len(d["images"]), "int", "images attacked"), " images reached the target.</p>",
             '<div class="table-wrap"><table><thead><tr><th>image</th><th>clean top-1</th><th>target</th>'
             "<th>adversarial top-1</th><th>P(target)</th><th>L∞</th><th>PSNR (dB)</th><th>SSIM</th><th>steps</th>"
             f"<th>seconds</th><th>success</th></tr></thead><tbody>{rows}</tbody></table></div>",
