@@ -131,16 +131,27 @@ class Result:
 
 
 # ----------------------------------------------------------------------------- distributed
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initializes the process group under torchrun."""
+def _dist() -> tuple[int, int, bool]:
+    """(rank, world size, whether we created the process group); initializes it under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
+        return 0, 1, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), created
+
+
+def _dist_close(created: bool) -> None:
+    """Wait for every rank, then tear down the group we created (a live gloo group at exit aborts)."""
+    if not created:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _gather_features(local: torch.Tensor, n_total: int, rank: int, world: int) -> torch.Tensor | None:
@@ -188,7 +199,7 @@ def split_features(model: ImageNetClassifier, images: LabeledImages, split: str,
 
     Returns (features or None on non-zero ranks, extraction record).
     """
-    rank, world = _dist()
+    rank, world, _ = _dist()
     transform = EvalTransform.from_model(model).describe()
     description = feature_cache.describe(model, transform, config.precision, images.paths, images.labels)
     path = None
@@ -233,7 +244,7 @@ def run(config: Config, *, model: ImageNetClassifier | None = None) -> Result:
     """
     seed_everything(config.seed, config.deterministic)
     device = resolve_device(config.device)
-    rank, world = _dist()
+    rank, world, created_group = _dist()
     splits = load_dataset(config)
     train, test = _limit(splits.train, config.limit_per_class), _limit(splits.test, config.limit_per_class)
     model = model if model is not None else load_pretrained(config.model, device=device)
@@ -247,6 +258,7 @@ def run(config: Config, *, model: ImageNetClassifier | None = None) -> Result:
     X_train, ext_train = split_features(model, train, "trainval", splits.name, config)
     X_test, ext_test = split_features(model, test, "test", splits.name, config)
     extraction = {"trainval": ext_train, "test": ext_test, "feature_dim": model.feature_dim}
+    _dist_close(created_group)  # only extraction is distributed; rank 0 fits alone
     if rank != 0:
         return Result(None, splits.name, model.spec.name, weights, config.classifier, float("nan"), float("nan"),
                       float("nan"), [], [], [], len(train), len(test), model.feature_dim, extraction, rank=rank)
