@@ -39,6 +39,17 @@ def _restore_random_state():
     torch.set_rng_state(torch_state)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny tensors on a busy 2-core machine are much faster so."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path, monkeypatch):
     """Default run folders go under the test's tmp_path, never into the checkout."""

@@ -15,13 +15,7 @@ from test_attacks import check_attack
 SHUTTLE = 812
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: on a shared, busy 2-core machine two threads spin against other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
