@@ -123,14 +123,15 @@ def save_png(tensor, path: str | Path) -> Path:
     return atomic_write(path, lambda p: img.save(p, format="PNG"))
 
 
-def default_photo() -> tuple[Path | None, Image.Image, str]:
-    """The demo photo: shared peppers when present, else scikit-image's ``coffee``.
-
-    Returns (path or None, image, name).
+def default_photo(data_root: str | Path | None = None) -> tuple[Path | None, Image.Image, str]:
+    """The demo photo: peppers when present (see :func:`cnnlab.data.peppers_path`), else
+    scikit-image's ``coffee``. Returns (path or None, image, name).
     """
-    for candidate in (Path("../shared/data/peppers.png"), Path("shared/data/peppers.png")):
-        if candidate.exists():
-            return candidate, load_image(candidate), "peppers"
+    from cnnlab.data import peppers_path
+
+    path = peppers_path(data_root)
+    if path is not None:
+        return path, load_image(path), "peppers"
     from skimage import data as skdata
 
     return None, Image.fromarray(skdata.coffee()), "coffee"

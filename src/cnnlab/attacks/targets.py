@@ -11,10 +11,10 @@ import difflib
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 from PIL import Image
 
+from cnnlab.data import peppers_path
 from cnnlab.errors import CnnlabError
 
 log = logging.getLogger(__name__)
@@ -89,22 +89,12 @@ def builtin_photo(name: str) -> Photo:
     return Photo(name, source, _skimage(source.rsplit(".", 1)[1]), target, truth)
 
 
-def peppers_path() -> Path | None:
-    """The shared peppers photo, if this checkout has it (as :func:`cnnlab.images.default_photo`)."""
-    here = Path(__file__).resolve().parents[3]  # the repository root in a checkout
-    for candidate in (Path("../shared/data/peppers.png"), Path("shared/data/peppers.png"),
-                      here.parent / "shared" / "data" / "peppers.png"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def default_photos() -> list[Photo]:
     """Peppers (when the shared copy exists) plus the three built-in photos."""
     from cnnlab.images import load_image
 
     photos = []
-    path = peppers_path()
+    path = peppers_path()  # cnnlab.data: under the data root, else the shared copy
     if path is not None:
         photos.append(Photo("peppers", str(path), load_image(path), SPACE_SHUTTLE, PEPPERS_TRUE))
     else:

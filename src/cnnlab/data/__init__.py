@@ -24,3 +24,14 @@ def data_root(explicit: str | Path | None = None) -> Path:
     if SHARED_DATA.is_dir():
         return SHARED_DATA
     return DEFAULT_DOWNLOAD_ROOT
+
+
+def peppers_path(explicit: str | Path | None = None) -> Path | None:
+    """The classic ``peppers.png``, if present: under :func:`data_root`, else the development
+    machines' shared copy seen from the working folder or from this checkout; ``None`` if absent."""
+    checkout = Path(__file__).resolve().parents[3]  # the repository root in a source checkout
+    for candidate in (data_root(explicit) / "peppers.png", SHARED_DATA / "peppers.png",
+                      Path("shared/data/peppers.png"), checkout.parent / "shared" / "data" / "peppers.png"):
+        if candidate.is_file():
+            return candidate
+    return None

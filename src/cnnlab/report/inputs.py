@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.data import data_root
 from cnnlab.images import default_photo
 from cnnlab.runs import atomic_write
 
 
 def report_photo(root: Path | None, work: Path) -> tuple[Path, str]:
     """(path, name): ``peppers.png`` under the data root when present, else the built-in photo."""
-    candidate = data_root(root) / "peppers.png"
-    if candidate.is_file():
-        return candidate.resolve(), "peppers"
-    path, img, name = default_photo()
+    path, img, name = default_photo(root)
     if path is not None:
         return Path(path).resolve(), name
     dest = work / "inputs" / f"{name}.png"
