@@ -59,7 +59,7 @@ def main() -> None:
     from cnnlab.data import cifar10
     from cnnlab.models.cifar import MEAN, STD, build
     from cnnlab.train.config import Config
-    from cnnlab.train.distributed import Context
+    from cnnlab.distributed import Context
     from cnnlab.train.loop import make_optimizer, resolve_precision, train_epoch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

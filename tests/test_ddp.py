@@ -15,7 +15,7 @@ WORKER = textwrap.dedent("""
     import sys, torch
     from cnnlab.data.cifar10 import Split
     from cnnlab.models.cifar import build
-    from cnnlab.train import distributed
+    from cnnlab import distributed
     from cnnlab.train.config import Config
     from cnnlab.train.loop import Precision, make_optimizer, train_epoch
 

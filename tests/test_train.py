@@ -82,7 +82,7 @@ def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
 def test_precision_auto_and_recipe_defaults():
     c = Config(model="improved")
     r = c.recipe()
-    assert (r.epochs, r.batch_size, r.tta, r.lookahead) == (10, 1024, True, True)
+    assert (r.epochs, r.batch_size, r.tta, r.lookahead) == (11, 1024, True, True)
     assert Config(model="hw-mish", lr=0.3).recipe().lr == 0.3
     assert loop.resolve_precision("fp32", "hw-mish", "cpu") == loop.Precision(False, False)
     with pytest.raises(ValueError):

@@ -19,7 +19,6 @@ Examples:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab import distributed
 from cnnlab.data.labeled import ImageSplits, LabeledImages
+from cnnlab.distributed import Context
 from cnnlab.models.pretrained import DEFAULT_MODEL, ImageNetClassifier, load_pretrained
 from cnnlab.options import RunOptions, arg
 from cnnlab.probe import cache as feature_cache
@@ -131,53 +132,17 @@ class Result:
 
 
 # ----------------------------------------------------------------------------- distributed
-def _dist() -> tuple[int, int, bool]:
-    """(rank, world size, whether we created the process group); initializes it under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), created
-
-
-def _dist_close(created: bool) -> None:
-    """Wait for every rank, then tear down the group we created (a live gloo group at exit aborts)."""
-    if not created:
-        return
-    import torch.distributed as dist
-
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def _gather_features(local: torch.Tensor, n_total: int, rank: int, world: int) -> torch.Tensor | None:
+def _gather_features(local: torch.Tensor, n_total: int, ctx: Context) -> torch.Tensor | None:
     """Reassemble shards ``paths[r::world]`` on rank 0 (None on other ranks)."""
-    if world == 1:
+    if not ctx.enabled:
         return local
-    import torch.distributed as dist
-
-    shards: list = [None] * world
-    dist.all_gather_object(shards, local.numpy())
-    if rank != 0:
+    shards = ctx.all_gather(local.numpy())
+    if not ctx.is_main:
         return None
     out = torch.empty(n_total, local.shape[1], dtype=torch.float32)
     for r, shard in enumerate(shards):
-        out[r::world] = torch.from_numpy(shard)
+        out[r::ctx.world_size] = torch.from_numpy(shard)
     return out
-
-
-def _all_agree(flag: bool, world: int) -> bool:
-    if world == 1:
-        return flag
-    import torch.distributed as dist
-
-    flags: list = [None] * world
-    dist.all_gather_object(flags, flag)
-    return all(flags)
 
 
 # ----------------------------------------------------------------------------- features
@@ -194,12 +159,11 @@ def _limit(images: LabeledImages, n: int | None) -> LabeledImages:
 
 
 def split_features(model: ImageNetClassifier, images: LabeledImages, split: str, dataset: str,
-                   config: Config) -> tuple[torch.Tensor | None, dict]:
+                   config: Config, ctx: Context = Context()) -> tuple[torch.Tensor | None, dict]:
     """Features (N, D) of one split, from the cache or extracted (sharded under torchrun).
 
     Returns (features or None on non-zero ranks, extraction record).
     """
-    rank, world, _ = _dist()
     transform = EvalTransform.from_model(model).describe()
     description = feature_cache.describe(model, transform, config.precision, images.paths, images.labels)
     path = None
@@ -207,7 +171,7 @@ def split_features(model: ImageNetClassifier, images: LabeledImages, split: str,
         cache_dir = config.cache_dir or feature_cache.default_cache_dir()
         path = feature_cache.cache_path(cache_dir, dataset, split, model.spec.name, config.precision)
         found = feature_cache.load(path, description)
-        if _all_agree(found.status == "hit", world):
+        if ctx.all_agree(found.status == "hit"):
             log.info("%s features from cache %s", split, path)
             return found.features, {**(found.meta or {}), "cache": "hit", "cache_file": str(path)}
         status = found.status
@@ -215,22 +179,19 @@ def split_features(model: ImageNetClassifier, images: LabeledImages, split: str,
             log.warning("feature cache %s is %s (%s): rebuilding it", path, status, found.reason)
     else:
         status = "disabled"
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every rank has read the old file before rank 0 replaces it
-    shard = list(images.paths[rank::world])
+    ctx.barrier()  # every rank has read the old file before rank 0 replaces it
+    shard = list(images.paths[ctx.rank::ctx.world_size])
     ext = extract_features(model, shard, batch_size=config.batch_size, workers=config.workers,
                            precision=config.precision, description=f"{split} features",
                            calibration_paths=list(images.paths), streams=config.streams or None)
-    feats = _gather_features(ext.features, len(images), rank, world)
+    feats = _gather_features(ext.features, len(images), ctx)
     record = {
         "seconds": ext.seconds, "images": len(images), "images_per_second": len(images) / max(ext.seconds, 1e-9),
-        "precision": ext.precision, "channels_last": ext.channels_last, "processes": world,
+        "precision": ext.precision, "channels_last": ext.channels_last, "processes": ctx.world_size,
         "batch_size": config.batch_size, "decode_threads": config.workers, "streams": ext.streams,
         "agreement": asdict(ext.agreement) if ext.agreement else None,
     }
-    if rank == 0 and path is not None:
+    if ctx.is_main and path is not None:
         labels = torch.tensor(images.labels, dtype=torch.int64)
         feature_cache.save(path, description, feats, labels, record)
     return feats, {**record, "cache": status, "cache_file": str(path) if path else None}
@@ -244,24 +205,25 @@ def run(config: Config, *, model: ImageNetClassifier | None = None) -> Result:
     """
     seed_everything(config.seed, config.deterministic)
     device = resolve_device(config.device)
-    rank, world, created_group = _dist()
+    ctx = distributed.setup(device)
+    device = ctx.device  # under torchrun on GPUs, this rank's own GPU
     splits = load_dataset(config)
     train, test = _limit(splits.train, config.limit_per_class), _limit(splits.test, config.limit_per_class)
     model = model if model is not None else load_pretrained(config.model, device=device)
     if model.head.out_features == model.feature_dim:
         log.warning("the head of %s is square: check that features are not the logits", model.spec.name)
     weights = f"{type(model.spec.weights).__name__}.{model.spec.weights.name}"
-    run_dir = new_run_dir("probe", config.out) if rank == 0 else None
+    run_dir = new_run_dir("probe", config.out) if ctx.is_main else None
     if run_dir is not None:
         write_run_metadata(run_dir, config, device, config.seed)
 
-    X_train, ext_train = split_features(model, train, "trainval", splits.name, config)
-    X_test, ext_test = split_features(model, test, "test", splits.name, config)
+    X_train, ext_train = split_features(model, train, "trainval", splits.name, config, ctx)
+    X_test, ext_test = split_features(model, test, "test", splits.name, config, ctx)
     extraction = {"trainval": ext_train, "test": ext_test, "feature_dim": model.feature_dim}
-    _dist_close(created_group)  # only extraction is distributed; rank 0 fits alone
-    if rank != 0:
+    distributed.teardown(ctx, wait=True)  # only extraction is distributed; rank 0 fits alone
+    if not ctx.is_main:
         return Result(None, splits.name, model.spec.name, weights, config.classifier, float("nan"), float("nan"),
-                      float("nan"), [], [], [], len(train), len(test), model.feature_dim, extraction, rank=rank)
+                      float("nan"), [], [], [], len(train), len(test), model.feature_dim, extraction, rank=ctx.rank)
     assert X_train is not None and X_test is not None
     if X_train.shape[1] != model.feature_dim:
         raise RuntimeError(f"features have {X_train.shape[1]} dimensions, expected the penultimate {model.feature_dim}")

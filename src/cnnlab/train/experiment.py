@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 
+from cnnlab import distributed
 from cnnlab.data import cifar10
 from cnnlab.errors import CnnlabError
 from cnnlab.models.cifar import build, parameter_count
 from cnnlab.progress import make_progress
 from cnnlab.runs import (environment_record, new_run_dir, read_json, resolve_device, save_figure,
                          seed_everything, write_json, write_text)
-from cnnlab.train import checkpoint, distributed
+from cnnlab.train import checkpoint
 from cnnlab.train.config import Config, identity
 from cnnlab.train.loop import (Lookahead, TrainingDiverged, evaluate, make_optimizer, resolve_precision,
                                train_epoch)

@@ -16,7 +16,7 @@ from torch import nn
 from cnnlab.data.cifar10 import Split, augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import Recipe
-from cnnlab.train.distributed import Context
+from cnnlab.distributed import Context
 
 
 class TrainingDiverged(CnnlabError):

@@ -1,9 +1,15 @@
-"""Data parallelism with PyTorch DDP, started by ``torchrun`` (gloo on CPU, nccl on CUDA).
+"""Scale-out with PyTorch's own engine, started by ``torchrun`` (gloo on CPU, nccl on CUDA).
 
-Every rank builds the same model from the same seed and draws the same shuffled order and the
-same augmentations for each *global* batch, then takes its own contiguous shard of it. DDP
-averages the gradients, so the update equals a single process's on the whole global batch.
-Only rank 0 writes files.
+One :class:`Context` (rank, world size, device) for every verb that runs distributed:
+
+* ``train``: every rank builds the same model from the same seed and draws the same shuffled
+  order and augmentations for each *global* batch, then takes its own contiguous shard of it.
+  DDP (:func:`wrap`) averages the gradients, so the update equals a single process's on the
+  whole global batch.
+* ``probe``: each rank extracts the features of every world_size-th image; rank 0 gathers them
+  and fits the classifier alone.
+
+Only rank 0 writes files. Without torchrun (``WORLD_SIZE`` unset or 1) everything is a no-op.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     device: str = "cpu"
+    owns_group: bool = False  # this process created the process group (and tears it down)
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +59,18 @@ class Context:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather(self, obj) -> list:
+        """Every rank's value of a picklable object, in rank order ([obj] without DDP)."""
+        if not self.enabled:
+            return [obj]
+        box: list = [None] * self.world_size
+        dist.all_gather_object(box, obj)
+        return box
+
+    def all_agree(self, flag: bool) -> bool:
+        """True only when ``flag`` is true on every rank."""
+        return all(self.all_gather(bool(flag)))
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
@@ -66,13 +85,21 @@ def setup(device: str) -> Context:
     if device.startswith("cuda"):
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, owns_group=owns)
 
 
-def teardown(ctx: Context) -> None:
-    if ctx.enabled and dist.is_initialized():
+def teardown(ctx: Context, *, wait: bool = False) -> None:
+    """Destroy the process group this process created (a live gloo group at exit aborts).
+
+    ``wait`` first waits for every rank (on the normal path: never after an error, where a rank
+    that already left would leave the others waiting forever).
+    """
+    if ctx.owns_group and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
