@@ -77,6 +77,8 @@ def build(ctx: Context) -> Section:
                  + row("label smoothing", "ls", ["recipe", "label_smoothing"], "g")
                  + row("augmentation: translate (px)", "tr", ["recipe", "translate"], "int")
                  + srow("augmentation: flip", lambda m: "yes" if results[m]["recipe"]["flip"] else "no")
+                 + srow("test-time augmentation", lambda m: "mirror + 1-px shifts" if results[m]["recipe"].get("tta")
+                        else "no")
                  + srow("optimizer", lambda m: f'<code>{esc(results[m]["optimizer"])}</code>')
                  + srow("schedule", lambda m: f'<code>{esc(results[m]["recipe"].get("note", ""))}</code>')
                  + srow("initialization", lambda m: f'<code>{esc(results[m]["init_scheme"])}</code>')
