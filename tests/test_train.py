@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +88,16 @@ def test_precision_auto_and_recipe_defaults():
     assert loop.resolve_precision("fp32", "hw-mish", "cpu") == loop.Precision(False, False)
     with pytest.raises(ValueError):
         Config(model="hw-mish", epochs=0)
+
+
+def test_identity_counts_resolved_hyper_parameters():
+    from cnnlab.train.config import identity
+
+    default = identity(Config(model="improved"))
+    assert identity(Config(model="improved", epochs=11, lr=1.5)) == default  # the defaults, given explicitly
+    assert identity(Config(model="improved", epochs=10)) != default
+    assert identity(Config(model="improved", seed=1)) != default
+    assert identity(Config(model="improved", out=Path("elsewhere"), threads=1)) == default
 
 
 def test_lr_schedule_warms_up_then_decays():

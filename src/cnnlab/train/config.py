@@ -118,7 +118,13 @@ NON_SEMANTIC = ("out", "quiet", "resume", "device", "threads", "download", "data
 
 
 def identity(config: Config) -> dict:
-    """The part of a config that determines the result."""
-    d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in NON_SEMANTIC}
+    """The part of a config that determines the result.
+
+    Hyper-parameters count by their resolved value (the recipe), so ``--epochs 11`` given
+    explicitly and the default of 11 are the same run.
+    """
+    recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
+    d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+         if f.name not in NON_SEMANTIC and f.name not in recipe_fields}
     d["recipe"] = dataclasses.asdict(config.recipe())
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
