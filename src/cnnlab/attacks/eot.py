@@ -44,10 +44,20 @@ class EOT(Attack):
         logp = logp.gather(1, target.repeat_interleave(self.samples)[:, None]).view(B, self.samples)  # B, n
         return logp
 
+    def objective(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the step ascends (B,), P(target) under each sampled transform (B, n)):
+        the mean log P(target) over the transforms."""
+        logp = self._expected(x, target)  # B, n
+        return logp.mean(1), logp.exp()
+
+    def step_size_at(self, t: int) -> float:
+        """The sign step's size at step ``t`` (constant α)."""
+        return self.step_size
+
     def step(self, x_adv: torch.Tensor, x: torch.Tensor, target: torch.Tensor, t: int) -> StepOutput:
         xg = x_adv.detach().requires_grad_(True)
-        logp = self._expected(xg, target)  # B, n
-        (grad,) = torch.autograd.grad(logp.mean(1).sum(), xg)  # B, 3, H, W
+        objective, p = self.objective(xg, target)  # B; B, n
+        (grad,) = torch.autograd.grad(objective.sum(), xg)  # B, 3, H, W
         # Momentum (Dong et al., 2018): a running sum of L1-normalized gradients, so that the sign
         # step follows the average over many steps' transform draws, not one noisy estimate.
         grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-30).view(-1, 1, 1, 1)
@@ -55,7 +65,7 @@ class EOT(Attack):
         if t == 0 or self._velocity is None or self._velocity.shape != grad.shape:
             self._velocity = torch.zeros_like(grad)
         self._velocity = self.momentum * self._velocity + grad
-        return StepOutput(x_adv + self.step_size * self._velocity.sign(), logp.detach().exp().mean(1))
+        return StepOutput(x_adv + self.step_size_at(t) * self._velocity.sign(), p.detach().mean(1))
 
     @torch.no_grad()
     def stop_probability(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
