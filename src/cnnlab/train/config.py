@@ -63,7 +63,8 @@ class Config(RunOptions):
     """Train a CIFAR-10 network; unset hyper-parameters come from the model's recipe."""
 
     model: str = arg("hw-mish", "network from the CIFAR-10 model registry", choices=MODEL_NAMES)
-    epochs: int | None = arg(None, "epochs (default: the model's recipe; hw-mish 30, hw-mish-bn 30, improved 11)")
+    epochs: int | None = arg(None, "epochs (default: the model's recipe; "
+                                   + ", ".join(f"{m} {r.epochs}" for m, r in RECIPES.items()) + ")")
     batch_size: int | None = arg(None, "global batch size (split over DDP ranks)")
     lr: float | None = arg(None, "peak learning rate (mean loss)")
     momentum: float | None = arg(None, "Nesterov momentum")
