@@ -211,20 +211,18 @@ def _png(path: Path) -> None:
     Image.new("RGB", (40, 30), (200, 100, 50)).save(path)
 
 
-@pytest.mark.parametrize("bn_better", [True, False])
-def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
-    """'BatchNorm trained faster' appears only when its losses say so (fake training runs)."""
+def _fake_cifar_training(monkeypatch, losses, accs) -> list[str]:
+    """Replace ``train.run``/``compare.run`` by fakes writing the files the section reads; returns
+    the list of models trained (one entry per call)."""
     import cnnlab.train as train
     import cnnlab.train.compare as compare
-    from cnnlab.report.profiles import Profile
-    from cnnlab.report.sections import cifar10
     from cnnlab.runs import write_json
 
-    losses = {"hw-mish": [2.0, 1.5], "hw-mish-bn": [1.8, 1.2] if bn_better else [2.1, 1.7], "improved": [1.9, 1.0]}
-    accs = {"hw-mish": 0.5, "hw-mish-bn": 0.6, "improved": 0.4 if bn_better else 0.7}
+    trained = []
 
     def fake_train(config):
         m = config.model
+        trained.append(m)
         hist = [{"epoch": i + 1, "train_loss": v, "train_accuracy": 0.1, "test_loss": v, "test_accuracy": accs[m],
                  "lr": 0.1, "seconds": 1.0} for i, v in enumerate(losses[m])]
         write_json(config.out / "result.json", {
@@ -238,12 +236,45 @@ def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
 
     monkeypatch.setattr(train, "run", fake_train)
     monkeypatch.setattr(compare, "run", lambda config: _png(config.out / "compare.png"))
+    return trained
+
+
+@pytest.mark.parametrize("bn_better", [True, False])
+def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
+    """'BatchNorm trained faster' appears only when its losses say so (fake training runs)."""
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import cifar10
+
+    losses = {"hw-mish": [2.0, 1.5], "hw-mish-bn": [1.8, 1.2] if bn_better else [2.1, 1.7], "improved": [1.9, 1.0]}
+    accs = {"hw-mish": 0.5, "hw-mish-bn": 0.6, "improved": 0.4 if bn_better else 0.7}
+    _fake_cifar_training(monkeypatch, losses, accs)
     ctx = Context(Profile("t", "t", train={m: {} for m in losses}, synthetic=False), tmp_path, None)
     html = cifar10.build(ctx).html
     assert ("lower at every epoch" in html) == bn_better
     assert ("did <b>not</b> train faster" in html) == (not bn_better)
     assert ("<code>improved</code> beats both" in html) == (not bn_better)
     assert ("does <b>not</b> beat both" in html) == bn_better
+
+
+def test_a_changed_recipe_default_is_trained_again(tmp_path, monkeypatch):
+    """The report's cache must not reuse a run made under an older default recipe."""
+    import dataclasses
+
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import cifar10
+    from cnnlab.train import config as train_config
+
+    models = ("hw-mish", "hw-mish-bn", "improved")
+    trained = _fake_cifar_training(monkeypatch, {m: [2.0, 1.0] for m in models}, {m: 0.5 for m in models})
+    profile = Profile("t", "t", train={m: {} for m in models}, synthetic=False)
+    cifar10.build(Context(profile, tmp_path, None))
+    cifar10.build(Context(profile, tmp_path, None))
+    assert sorted(trained) == sorted(models)  # the second build reused all three
+    recipes = dict(train_config.RECIPES)
+    recipes["hw-mish"] = dataclasses.replace(recipes["hw-mish"], epochs=recipes["hw-mish"].epochs + 1)
+    monkeypatch.setattr(train_config, "RECIPES", recipes)
+    cifar10.build(Context(profile, tmp_path, None))
+    assert sorted(trained) == sorted(models + ("hw-mish",))  # only the changed one ran again
 
 
 def test_cli_builds_a_partial_report(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from cnnlab.report.section import Context, Section, esc
@@ -36,7 +37,9 @@ def build(ctx: Context) -> Section:
     runs, results, srcs = {}, {}, {}
     for name in MODELS:
         cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
-        runs[name] = ctx.cached(f"train-{name}", cfg, lambda d, cfg=cfg: train.run(train.Config(
+        # The cache key holds the resolved recipe, so a changed default (epochs, lr, ...) trains anew.
+        key = {**cfg, "recipe": dataclasses.asdict(train.Config(**cfg).recipe())}
+        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
             out=d, **cfg, **ctx.common)))
         srcs[name] = runs[name] / "result.json"
         results[name] = read_json(srcs[name])
