@@ -98,6 +98,7 @@ def test_identity_counts_resolved_hyper_parameters():
     assert identity(Config(model="improved", epochs=10)) != default
     assert identity(Config(model="improved", seed=1)) != default
     assert identity(Config(model="improved", out=Path("elsewhere"), threads=1)) == default
+    assert "note" not in default["recipe"]  # rewording a recipe's description keeps its runs valid
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 from cnnlab.report.section import Context, Section, esc
@@ -38,7 +37,7 @@ def build(ctx: Context) -> Section:
     for name in MODELS:
         cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
         # The cache key holds the resolved recipe, so a changed default (epochs, lr, ...) trains anew.
-        key = {**cfg, "recipe": dataclasses.asdict(train.Config(**cfg).recipe())}
+        key = {**cfg, "recipe": train.Config(**cfg).recipe().semantic()}
         runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
             out=d, **cfg, **ctx.common)))
         srcs[name] = runs[name] / "result.json"
