@@ -37,10 +37,6 @@ class Recipe:
     whiten_bias_epochs: int = 0    # ``improved``: epochs during which the whitening bias trains
     note: str = ""
 
-    def semantic(self) -> dict:
-        """The values that determine the result (all but the descriptive ``note``)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "note"}
-
 
 RECIPES: dict[str, Recipe] = {
     # No BatchNorm: a moderate lr (larger diverges early), classic wd, light label smoothing.
@@ -133,5 +129,6 @@ def identity(config: Config) -> dict:
     recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
     d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
          if f.name not in NON_SEMANTIC and f.name not in recipe_fields}
-    d["recipe"] = config.recipe().semantic()
+    d["recipe"] = dataclasses.asdict(config.recipe())
+    del d["recipe"]["note"]  # descriptive only
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -29,6 +29,7 @@ def _data_options(ctx: Context) -> dict:
 def build(ctx: Context) -> Section:
     import cnnlab.train as train
     import cnnlab.train.compare as compare
+    from cnnlab.train.config import identity
     from cnnlab.models import cifar
 
     sec = ctx.begin(Section(ID, TITLE, ""))
@@ -36,8 +37,9 @@ def build(ctx: Context) -> Section:
     runs, results, srcs = {}, {}, {}
     for name in MODELS:
         cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
-        # The cache key holds the resolved recipe, so a changed default (epochs, lr, ...) trains anew.
-        key = {**cfg, "recipe": train.Config(**cfg).recipe().semantic()}
+        # The cache key holds the run's identity (resolved recipe included), so a changed default
+        # (epochs, lr, ...) trains anew.
+        key = {**cfg, "identity": identity(train.Config(**cfg))}
         runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
             out=d, **cfg, **ctx.common)))
         srcs[name] = runs[name] / "result.json"
