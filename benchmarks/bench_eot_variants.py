@@ -19,6 +19,7 @@ Usage: python benchmarks/bench_eot_variants.py --photos coffee,camera --loss log
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -64,18 +65,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--eps", type=float, default=2.0, help="in grey levels")
+    ap.add_argument("--targets", default="", help="override default targets: photo=class,... (class index)")
     args = ap.parse_args()
 
     model = load_pretrained("mobilenet_v2:IMAGENET1K_V1")
     checks = {"none": lambda v: v, **robustness_transforms()}
     wanted = args.photos.split(",")
+    targets = {k: int(v) for k, v in (kv.split("=") for kv in args.targets.split(",") if kv)}
     for photo in (p for p in default_photos() if p.name in wanted):
+        if photo.name in targets:
+            photo = dataclasses.replace(photo, default_target=targets[photo.name])
         seed_everything(0)
         attack = EOTVariant(model, eps=args.eps / 255, steps=args.steps, samples=args.samples,
                             preprocess=model.preprocess_tensor, loss=args.loss, kappa=args.kappa,
                             anneal=args.anneal)
         out = attack(pil_to_tensor(photo.image)[None], photo.default_target)
-        row = {"photo": photo.name, "loss": args.loss, "anneal": args.anneal, "steps": int(out.steps[0]),
+        row = {"photo": photo.name, "target": photo.default_target, "loss": args.loss, "anneal": args.anneal, "steps": int(out.steps[0]),
                "samples": args.samples, "seconds": round(out.seconds, 1)}
         with torch.no_grad():
             for name, f in checks.items():

@@ -286,18 +286,18 @@ def test_cli_builds_a_partial_report(tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("eot_better", [True, False])
-def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch, eot_better):
-    """'EOT survives more often' appears only when the robustness rows say so (fake attack runs)."""
+def _fake_attacks(monkeypatch, eot_better: bool = True) -> list[str]:
+    """Replace ``attack.run``/``robustness.run`` by fakes writing the files the section reads;
+    returns the list of methods run (one entry per call)."""
     import cnnlab.attacks.robustness as robustness
     import cnnlab.attacks.run as attack
-    from cnnlab.report.profiles import Profile
-    from cnnlab.report.sections import adversarial
     from cnnlab.runs import write_json
 
     transforms = ["identity", "flip", "crop", "rotate", "gray"]
+    attacked = []
 
     def fake_attack(config):
+        attacked.append(config.method)
         im = {"name": "peppers", "clean_name": "bell pepper", "clean_prob": 0.9, "target_name": "space shuttle",
               "adv_name": "space shuttle", "adv_prob": 0.95, "p_target": 0.95, "linf_grey": 2, "psnr": 50.0,
               "ssim": 0.99, "steps": 10, "seconds": 1.0, "success": True}
@@ -321,7 +321,38 @@ def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch
 
     monkeypatch.setattr(attack, "run", fake_attack)
     monkeypatch.setattr(robustness, "run", fake_robustness)
+    return attacked
+
+
+@pytest.mark.parametrize("eot_better", [True, False])
+def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch, eot_better):
+    """'EOT survives more often' appears only when the robustness rows say so (fake attack runs)."""
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import adversarial
+
+    _fake_attacks(monkeypatch, eot_better)
     ctx = Context(Profile("t", "t", attack={"methods": ("pgd", "eot")}), tmp_path, None)
     html = adversarial.build(ctx).html
     assert ("EOT adversarials survive the transforms more often" in html) == eot_better
     assert ("Here EOT did <b>not</b> survive" in html) == (not eot_better)
+
+
+def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
+    """The report's cache must not reuse attacks made under older default targets or settings."""
+    from cnnlab.attacks import targets
+    from cnnlab.attacks.eot import EOT
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import adversarial
+
+    attacked = _fake_attacks(monkeypatch)
+    profile = Profile("t", "t", attack={"methods": ("pgd", "eot")})
+    adversarial.build(Context(profile, tmp_path, None))
+    adversarial.build(Context(profile, tmp_path, None))
+    assert attacked == ["pgd", "eot"]  # the second build reused both
+    source, truth, target = targets.BUILTINS["camera"]
+    monkeypatch.setitem(targets.BUILTINS, "camera", (source, truth, target + 1))
+    adversarial.build(Context(profile, tmp_path, None))
+    assert attacked == ["pgd", "eot"] * 2  # a default photo's target changed: both attack again
+    monkeypatch.setattr(EOT, "default_robust_threshold", EOT.default_robust_threshold + 0.1)
+    adversarial.build(Context(profile, tmp_path, None))
+    assert attacked == ["pgd", "eot"] * 2 + ["eot"]  # only EOT's own setting changed

@@ -6,8 +6,8 @@ result to 8 bits and re-checks it: the saved lossless PNG, same size as the inpu
 reach P(target) >= --threshold, or the image is reported as a failure (exit code 1).
 
 Without images it attacks peppers (the shared copy, towards 812 space shuttle) and three
-built-in scikit-image photos (chelsea the cat -> banana, coffee -> volcano, the cameraman's
-tripod -> goldfish).
+built-in scikit-image photos (chelsea the cat -> banana, coffee -> space shuttle, the
+cameraman's tripod -> radio telescope).
 
 Example: cnnlab attack peppers.png --target 'space shuttle' --eps 2/255 --method pgd
 """

@@ -13,6 +13,18 @@ SOURCES = ("cnnlab.attacks.base", "cnnlab.attacks.ascent", "cnnlab.attacks.pgd",
            "cnnlab.attacks.transforms", "cnnlab.attacks.run", "cnnlab.attacks.robustness")
 
 
+def _identity(method: str, images: list[str]) -> dict:
+    """What else decides an attack's result: the method's defaults (steps, step size, EOT's
+    stopping rule...) and, for the default photos, their targets. In the cache key, so a changed
+    default attacks anew instead of reusing an old run."""
+    from cnnlab.attacks import ATTACKS
+    from cnnlab.attacks.targets import default_targets
+
+    cls = ATTACKS.get(method)
+    defaults = {k: getattr(cls, k) for k in dir(cls) if k.startswith("default_")}
+    return {"defaults": defaults, "targets": default_targets() if not images else None}
+
+
 def build(ctx: Context) -> Section:
     import cnnlab.attacks.robustness as robustness
     import cnnlab.attacks.run as attack
@@ -28,7 +40,8 @@ def build(ctx: Context) -> Section:
     runs, data, srcs = {}, {}, {}
     for method in methods:
         cfg = {"method": method, "images": images, **opts, **per_method.get(method, {})}
-        runs[method] = ctx.cached(f"attack-{method}", cfg, lambda d, cfg=cfg: attack.run(attack.Config(
+        runs[method] = ctx.cached(f"attack-{method}", {**cfg, "identity": _identity(method, images)},
+                                  lambda d, cfg=cfg: attack.run(attack.Config(
             out=d, **cfg, **ctx.common)))
         srcs[method] = runs[method] / attack.RESULTS_FILE
         data[method] = read_json(srcs[method])
