@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--eps", type=float, default=2.0, help="in grey levels")
+    ap.add_argument("--robust-threshold", type=float, default=None, help="EOT's stopping threshold")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--targets", default="", help="override default targets: photo=class,... (class index)")
     args = ap.parse_args()
 
@@ -75,10 +77,10 @@ def main() -> None:
     for photo in (p for p in default_photos() if p.name in wanted):
         if photo.name in targets:
             photo = dataclasses.replace(photo, default_target=targets[photo.name])
-        seed_everything(0)
+        seed_everything(args.seed)
         attack = EOTVariant(model, eps=args.eps / 255, steps=args.steps, samples=args.samples,
                             preprocess=model.preprocess_tensor, loss=args.loss, kappa=args.kappa,
-                            anneal=args.anneal)
+                            anneal=args.anneal, robust_threshold=args.robust_threshold)
         out = attack(pil_to_tensor(photo.image)[None], photo.default_target)
         row = {"photo": photo.name, "target": photo.default_target, "loss": args.loss, "anneal": args.anneal, "steps": int(out.steps[0]),
                "samples": args.samples, "seconds": round(out.seconds, 1)}

@@ -3,8 +3,8 @@
 A training step allocates and frees a few hundred MB of activations and gradients. By default
 glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the kernel,
 so every step page-faults the same memory in again: about 95,000 minor page faults per
-``hw-mish`` step at batch 256 on the dev CPU, 10-15 % of the step's time
-(``benchmarks/RESULTS.md``). :func:`keep_freed_memory` tells malloc to take every block from its
+``hw-mish`` step at batch 256 on the dev CPU. Without them the engine trains 1.20x faster there
+(``benchmarks/RESULTS.md``, "Throughput, session 4"). :func:`keep_freed_memory` tells malloc to take every block from its
 heap and never trim it, so each step after the first reuses the previous step's pages with no
 page faults. This is the same effect as the jemalloc/tcmalloc preload that PyTorch's CPU
 performance guide recommends, without the extra library.
