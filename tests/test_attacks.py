@@ -237,3 +237,31 @@ def test_eot_stops_only_when_robust(batch):
     assert (strict.stop_probability(x, target) == 0).all()  # not robust yet: keep going
     lax = EOT(model, eps=EPS, steps=1, samples=3, robust_threshold=1e-9)
     torch.testing.assert_close(lax.stop_probability(x, target), lax.target_probability(x, target))
+
+
+class _HalfBlank(RandomTransforms):
+    """A draw of n: the image itself, then n - 1 blank (all-zero) images."""
+
+    def sample(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        out = x.repeat_interleave(n, dim=0).clone()
+        out.view(x.shape[0], n, *x.shape[1:])[:, 1:] = 0
+        return out
+
+
+def test_eot_stop_needs_every_transform_not_the_mean(batch):
+    """One bad transform in the draw keeps EOT going even when the mean over the draw passes."""
+    model, x, target = batch
+    eot = EOT(model, eps=EPS, steps=1, samples=2, distribution=_HalfBlank())
+    with torch.no_grad():
+        p_plain = eot.target_probability(x, target)  # B
+        p_blank = eot.target_probability(torch.zeros_like(x), target)  # B
+    # The stop check draws 2 x samples = 4: the plain image and three blank ones. Per image, a bar
+    # between the worst of that draw and its mean: a mean rule would pass it, the worst case not.
+    lo = torch.minimum(p_plain, p_blank)
+    mean = (p_plain + 3 * p_blank) / 4
+    assert (mean > lo).all()
+    for i in range(x.shape[0]):
+        eot.robust_threshold = float((lo[i] + mean[i]) / 2)
+        assert eot.stop_probability(x[i:i + 1], target[i:i + 1]).item() == 0  # the worst one decides
+        eot.robust_threshold = float(lo[i]) * 0.999
+        assert eot.stop_probability(x[i:i + 1], target[i:i + 1]).item() > 0
