@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                                reason="glibc's malloc only")
+from cnnlab.train import heap
+
+pytestmark = pytest.mark.skipif(not heap.supported(), reason="glibc's malloc only")
 
 # Allocate, touch and free a 64 MB tensor six times; report the minor page faults of the last three
 # (the first rounds are a warm-up: the heap grows to its working size).
@@ -42,7 +42,5 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_it_is_idempotent():
-    from cnnlab.train import heap
-
     first = heap.keep_freed_memory()
     assert heap.keep_freed_memory() is first

@@ -31,13 +31,18 @@ M_MMAP_MAX = -4
 _done: bool | None = None  # None: not tried yet; else whether it took effect
 
 
+def supported() -> bool:
+    """Whether this process runs on glibc's malloc (Linux), the only one this module tunes."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep and reuse freed memory; True if it took effect (idempotent)."""
     global _done
     if _done is not None:
         return _done
     _done = False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not supported():
         return _done
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
