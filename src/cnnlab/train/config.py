@@ -47,8 +47,10 @@ RECIPES: dict[str, Recipe] = {
                       label_smoothing=0.1, warmup=0.1, lr_start=0.1, lr_end=0.01, translate=2, flip=True,
                       tta=True, note="SGD-Nesterov, 10% linear warm-up then linear decay; translate(2 px)+flip; "
                                      "final accuracy with TTA (the plain one is recorded too)"),
-    # BatchNorm tolerates a 4x larger lr and converges faster.
-    "hw-mish-bn": Recipe(epochs=30, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
+    # BatchNorm tolerates a 4x larger lr. It underfits too (the clean training set is fit to
+    # ~85 % after 30 epochs), and training longer is what helped: 30 epochs 82.82 %, 60 epochs
+    # 84.96 % (benchmarks/RESULTS.md); lighter augmentation and a lower lr did not.
+    "hw-mish-bn": Recipe(epochs=60, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
                          label_smoothing=0.1, warmup=0.1, lr_start=0.1, lr_end=0.01, translate=4, flip=True,
                          tta=True, note="as hw-mish with a 4x larger lr (BatchNorm)"),
     # The airbench94 recipe rewritten for a mean loss: lr 1.5 per batch of 1024 at momentum
