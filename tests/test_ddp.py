@@ -39,16 +39,11 @@ WORKER = textwrap.dedent("""
 
 
 def test_two_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(port), str(script), str(tmp_path)],
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path)],
                          capture_output=True, text=True, timeout=240, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path)])
