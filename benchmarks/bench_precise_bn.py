@@ -21,6 +21,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from cnnlab.data import cifar10
 from cnnlab.distributed import Context
@@ -33,18 +34,17 @@ def precise_bn(model: nn.Module, images: torch.Tensor, precision, *, augment: bo
                batch: int = 500, seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose BatchNorm statistics are the exact averages over ``images``."""
     model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over every batch seen
-    model.train()
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad(), precision.autocast("cpu"):
+
+    def batches():
         for i in range(0, len(images), batch):
             x = images[i:i + batch]
             if augment:
                 x = cifar10.augment(x, translate=translate, flip=True, generator=g)
-            model(precision.images(x))
+            yield precision.images(x)
+
+    with precision.autocast("cpu"):
+        update_bn(batches(), model)  # resets the statistics, then a cumulative average in train mode
     return model.eval()
 
 

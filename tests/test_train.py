@@ -45,6 +45,13 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(syn_root, tmp_path):
     assert csv_lines[0].split(",") == list(experiment.HISTORY_FIELDS) and len(csv_lines) == 5
     config = read_json(tmp_path / "a" / "config.json")
     assert config["model"] == "hw-mish-bn" and config["recipe"]["batch_size"] == 20
+    # hw-mish-bn's recipe ends with precise BatchNorm statistics: the saved weights carry them,
+    # the last epoch's checkpoint still has the running averages of training
+    assert config["recipe"]["precise_bn"] and saved["precise_bn"]["images"] == 80
+    final = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    last = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    assert not torch.allclose(final["features.1.running_mean"], last["features.1.running_mean"])
+    assert torch.equal(final["features.0.weight"], last["features.0.weight"])
     # same options, same folder: the finished run is reused, not retrained
     again = run(tiny(syn_root, tmp_path / "a", epochs=4, model="hw-mish-bn", lr=0.1))
     assert again.cached and again.test_accuracy == result.test_accuracy
@@ -74,6 +81,26 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, m
     assert resumed.test_accuracy == full.test_accuracy
 
 
+def test_precise_bn_statistics_are_the_averages_over_the_whole_set():
+    from cnnlab.data.cifar10 import Split
+    from cnnlab.models.cifar import build
+
+    torch.manual_seed(0)
+    model = build("hw-mish-bn").train()
+    data = Split(torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8), torch.zeros(60, dtype=torch.int64))
+    bn = model.features[1]
+    momentum = bn.momentum
+    model.eval()
+    assert loop.precise_bn(model, data, precision=loop.Precision(False, False), batch_size=20) == 3
+    assert not model.training and bn.momentum == momentum  # mode and momentum restored
+    with torch.no_grad():  # oracle: the first conv's output over all 60 images at once
+        x = model.features[0](model.normalize(data.images.float() / 255))  # 60, 64, 32, 32
+    assert torch.allclose(bn.running_mean, x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, x.var((0, 2, 3)), rtol=0.02)  # mean of 3 batch variances
+    assert bn.num_batches_tracked == 3
+    assert loop.precise_bn(build("hw-mish"), data, precision=loop.Precision(False, False)) == 0  # no BN
+
+
 def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
     with pytest.raises(CnnlabError, match="NaN|nan|inf"):
         run(tiny(syn_root, tmp_path / "nan", lr=1e12, epochs=2))
@@ -84,6 +111,8 @@ def test_precision_auto_and_recipe_defaults():
     c = Config(model="improved")
     r = c.recipe()
     assert (r.epochs, r.batch_size, r.tta, r.lookahead) == (11, 1024, True, True)
+    assert Config(model="hw-mish-bn").recipe().precise_bn and not Config(model="hw-mish").recipe().precise_bn
+    assert not Config(model="hw-mish-bn", precise_bn=False).recipe().precise_bn
     assert Config(model="hw-mish", lr=0.3).recipe().lr == 0.3
     assert loop.resolve_precision("fp32", "hw-mish", "cpu") == loop.Precision(False, False)
     with pytest.raises(ValueError):

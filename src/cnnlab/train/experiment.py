@@ -34,8 +34,8 @@ from cnnlab.runs import (environment_record, new_run_dir, read_json, resolve_dev
                          seed_everything, write_json, write_text)
 from cnnlab.train import checkpoint
 from cnnlab.train.config import Config, identity
-from cnnlab.train.loop import (Lookahead, TrainingDiverged, evaluate, make_optimizer, resolve_precision,
-                               train_epoch)
+from cnnlab.train.loop import (Lookahead, TrainingDiverged, evaluate, make_optimizer, precise_bn,
+                               resolve_precision, train_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class Result:
     precision: dict[str, bool]
     world_size: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
+    # precise BatchNorm statistics (recipe.precise_bn): the plain test loss/accuracy before them
+    precise_bn: dict[str, float] | None = None
     cached: bool = False            # True when a finished run was reused
 
 
@@ -223,13 +225,23 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
 
     test_loss, plain_acc = (history[-1]["test_loss"], history[-1]["test_accuracy"]) if history else \
         evaluate(model, test, ctx=ctx, precision=precision)
+    bn_note = None
+    if recipe.precise_bn:
+        t0 = time.perf_counter()
+        if precise_bn(model, train, precision=precision):
+            bn_note = dict(test_loss_before=test_loss, test_accuracy_before=plain_acc, images=len(train))
+            test_loss, plain_acc = evaluate(model, test, ctx=ctx, precision=precision)
+            bn_note["seconds"] = time.perf_counter() - t0
+            if ctx.is_main:
+                log.info("precise BatchNorm statistics over %d training images: test accuracy %.4f -> %.4f "
+                         "(%.1fs)", len(train), bn_note["test_accuracy_before"], plain_acc, bn_note["seconds"])
     final_acc = evaluate(model, test, ctx=ctx, precision=precision, tta=True)[1] if recipe.tta else plain_acc
     result = Result(run_dir=run_dir, model=config.model, epochs=recipe.epochs, test_accuracy=final_acc,
                     test_accuracy_plain=plain_acc, test_loss=test_loss, train_seconds=train_seconds,
                     wall_seconds=past_wall + time.perf_counter() - (session_start if mode == "resume" else t_start),
                     parameters=n_params, init_scheme=model.init_scheme, optimizer=optimizer_desc,
                     recipe=dataclasses.asdict(recipe), precision=dataclasses.asdict(precision),
-                    world_size=ctx.world_size, history=history)
+                    world_size=ctx.world_size, history=history, precise_bn=bn_note)
     if ctx.is_main:
         checkpoint.save(run_dir / checkpoint.WEIGHTS, model.state_dict())
         _write_figures(run_dir, model, history, config.model)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from cnnlab.data.cifar10 import Split, augment
 from cnnlab.errors import CnnlabError
@@ -176,6 +177,31 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
         lookahead.update(model, 1.0)  # end on the averaged weights
     total_loss, total_correct, total_seen = ctx.all_sum([loss_sum.item(), float(correct.item()), float(seen)])
     return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen)), step
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, data: Split, *, precision: Precision, batch_size: int = 500) -> int:
+    """Replace the BatchNorm running statistics by their exact average over ``data`` (clean images).
+
+    During training they are an exponential average over the last few dozen augmented batches,
+    taken while the weights still moved. With the weights frozen, "precise BN" (Wu & Johnson, 2021,
+    "Rethinking Batch in BatchNorm"; torch's ``update_bn``: reset, then a cumulative average in
+    train mode) measures them once over the whole set. Deterministic (no augmentation), so every DDP rank gets the same result
+    on its own. Returns the number of BatchNorm layers updated (0: nothing to do).
+    """
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if n_bn == 0:
+        return 0
+    was_training = model.training
+
+    def batches():
+        for i in range(0, len(data), batch_size):
+            yield precision.images(data.images[i:i + batch_size])  # B, 3, 32, 32
+
+    with precision.autocast(str(data.images.device)):
+        update_bn(batches(), model)
+    model.train(was_training)
+    return n_bn
 
 
 def _tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
