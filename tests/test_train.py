@@ -119,6 +119,19 @@ def test_precision_auto_and_recipe_defaults():
         Config(model="hw-mish", epochs=0)
 
 
+def test_precision_auto_follows_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert loop.resolve_precision("auto", "hw-mish", "cpu") == loop.Precision(True, False)
+    assert loop.resolve_precision("auto", "improved", "cpu") == loop.Precision(True, True)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is emulated, ~10x slower
+    assert loop.resolve_precision("auto", "hw-mish-bn", "cpu") == loop.Precision(False, False)
+    assert loop.resolve_precision("auto", "improved", "cpu") == loop.Precision(False, True)
+    assert loop.resolve_precision("auto", "improved", "cuda") == loop.Precision(True, True)
+    with caplog.at_level("WARNING", logger="cnnlab.train.loop"):
+        assert loop.resolve_precision("bf16", "hw-mish", "cpu").bf16  # honoured, with a warning
+    assert "AVX512-BF16" in caplog.text
+
+
 def test_identity_counts_resolved_hyper_parameters():
     from cnnlab.train.config import identity
 

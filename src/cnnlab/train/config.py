@@ -85,7 +85,8 @@ class Config(RunOptions):
     tta: bool | None = arg(None, "test-time augmentation for the final accuracy")
     precise_bn: bool | None = arg(None, "after training, re-estimate BatchNorm statistics over the clean "
                                         "training set (default: on for hw-mish-bn)")
-    precision: str = arg("auto", "auto = bf16 autocast + channels_last where they pay off; fp32 = off",
+    precision: str = arg("auto", "auto = bf16 autocast + channels_last where they pay off (CUDA, CPUs "
+                                         "with AVX512-BF16; fp32 on other CPUs); fp32 = off",
                          choices=PRECISIONS)
     data_root: Path | None = arg(None, "folder holding cifar-10-batches-bin/ (default: $CNNLAB_DATA_ROOT, "
                                        "../shared/data, ~/.cache/cnnlab/data)")

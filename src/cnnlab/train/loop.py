@@ -6,6 +6,7 @@ Nothing here writes files; ``cnnlab.train.experiment`` owns the run folder.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.train.config import Recipe
 from cnnlab.train.heap import keep_freed_memory
 from cnnlab.distributed import Context
+
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(CnnlabError):
@@ -41,15 +45,24 @@ class Precision:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-# Where bf16 autocast / channels_last pay off on the 2-core AVX512-BF16 CPU (training step,
-# batch 256, best of alternating rounds; see benchmarks/RESULTS.md). hw-mish: bf16 1.2-1.9x
-# faster than fp32, channels_last 0.5x (the 3-channel 11x11 conv is slow in that layout).
-# improved: bf16 + channels_last 1.3x faster than fp32, bf16 alone 1.08x. On CUDA both are used.
+# Where bf16 autocast / channels_last pay off on a CPU with AVX512-BF16 (the 2-core development
+# CPU of sessions 1-5; training step, batch 256, best of alternating rounds; see
+# benchmarks/RESULTS.md). hw-mish: bf16 1.2-1.9x faster than fp32, channels_last 0.5x (the
+# 3-channel 11x11 conv is slow in that layout). improved: bf16 + channels_last 1.3x faster than
+# fp32, bf16 alone 1.08x. Without AVX512-BF16 (AVX2 only) bf16 is emulated, about 10x slower than
+# fp32, so ``auto`` runs fp32 there; channels_last still pays off for improved alone (fp32: 1.10x;
+# hw-mish 0.93x, hw-mish-bn 0.79x; benchmarks/bench_precision.py). On CUDA both are used.
 CPU_AUTO: dict[str, Precision] = {
     "hw-mish": Precision(bf16=True, channels_last=False),
     "hw-mish-bn": Precision(bf16=True, channels_last=False),
     "improved": Precision(bf16=True, channels_last=True),
 }
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16); elsewhere torch emulates it slowly."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check()) if check is not None else False
 
 
 def resolve_precision(choice: str, model: str, device: str) -> Precision:
@@ -58,10 +71,13 @@ def resolve_precision(choice: str, model: str, device: str) -> Precision:
     if device.startswith("cuda"):
         return Precision(True, True)
     if choice == "bf16":
+        if not cpu_has_bf16():
+            log.warning("--precision bf16 on a CPU without AVX512-BF16 (%s): torch emulates bf16 here, "
+                        "about 10x slower than fp32; --precision auto or fp32 is faster",
+                        torch.backends.cpu.get_cpu_capability())
         return Precision(True, False)
-    bf16_ok = torch.cpu._is_avx512_bf16_supported() if hasattr(torch.cpu, "_is_avx512_bf16_supported") else False
     auto = CPU_AUTO.get(model, Precision(False, False))
-    return Precision(auto.bf16 and bf16_ok, auto.channels_last)
+    return Precision(auto.bf16 and cpu_has_bf16(), auto.channels_last)
 
 
 def lr_factor(step: int, total: int, recipe: Recipe) -> float:

@@ -69,6 +69,12 @@ def build(ctx: Context) -> Section:
     def srow(label, fn):
         return f"<tr><th>{label}</th>" + "".join(f"<td>{fn(m)}</td>" for m in MODELS) + "</tr>"
 
+    def precise_bn(m):
+        if not results[m].get("precise_bn"):
+            return "no"
+        return ("yes (plain test accuracy before: "
+                + N(m, "acc_before_precise_bn", ["precise_bn", "test_accuracy_before"], ".2%") + ")")
+
     parts.append('<div class="table-wrap"><table><thead><tr><th></th>' + head + "</tr></thead><tbody>"
                  + row("test accuracy", "acc", ["test_accuracy"], ".2%")
                  + row("test accuracy without test-time augmentation", "acc_plain", ["test_accuracy_plain"], ".2%")
@@ -83,6 +89,7 @@ def build(ctx: Context) -> Section:
                  + srow("augmentation: flip", lambda m: "yes" if results[m]["recipe"]["flip"] else "no")
                  + srow("test-time augmentation", lambda m: "mirror + 1-px shifts" if results[m]["recipe"].get("tta")
                         else "no")
+                 + srow("precise BatchNorm statistics after training", precise_bn)
                  + srow("optimizer", lambda m: f'<code>{esc(results[m]["optimizer"])}</code>')
                  + srow("schedule", lambda m: f'<code>{esc(results[m]["recipe"].get("note", ""))}</code>')
                  + srow("initialization", lambda m: f'<code>{esc(results[m]["init_scheme"])}</code>')
