@@ -9,7 +9,10 @@ finished ``cnnlab train`` run and reports the test accuracy (plain and with the 
 * precise statistics from the clean training images;
 * precise statistics from augmented training images (the recipe's translate + flip).
 
-It does not change the run. The trainer does not do this (yet): see ``benchmarks/RESULTS.md``.
+It does not change the run. Since session 6 the trainer does the clean variant itself as the last
+step of ``hw-mish-bn``'s recipe (``Recipe.precise_bn``, ``cnnlab.train.loop.precise_bn``); for such
+a run the saved weights already carry precise statistics, so compare on a run trained with
+``--no-precise-bn``. See ``benchmarks/RESULTS.md``.
 
 Usage: python benchmarks/bench_precise_bn.py runs/train/hw-mish-bn-e60 [--data-root ../shared/data]
 """
