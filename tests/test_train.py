@@ -141,6 +141,10 @@ def test_identity_counts_resolved_hyper_parameters():
     assert identity(Config(model="improved", seed=1)) != default
     assert identity(Config(model="improved", out=Path("elsewhere"), threads=1)) == default
     assert "note" not in default["recipe"]  # rewording a recipe's description keeps its runs valid
+    # a recipe field added later counts only where it changes something: old runs stay valid
+    assert "precise_bn" not in default["recipe"]
+    assert identity(Config(model="hw-mish-bn"))["recipe"]["precise_bn"] is True
+    assert identity(Config(model="hw-mish-bn", precise_bn=False)) != identity(Config(model="hw-mish-bn"))
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -131,15 +131,24 @@ class Config(RunOptions):
 NON_SEMANTIC = ("out", "quiet", "resume", "device", "threads", "download", "data_root")
 
 
+# Recipe fields added after runs (and report caches) already existed; see ``identity``.
+ADDED_LATER = ("precise_bn",)
+RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe)}
+
+
 def identity(config: Config) -> dict:
     """The part of a config that determines the result.
 
     Hyper-parameters count by their resolved value (the recipe), so ``--epochs 11`` given
-    explicitly and the default of 11 are the same run; the recipe's descriptive note does not count.
+    explicitly and the default of 11 are the same run; the recipe's descriptive note does not count,
+    nor does a field of ``ADDED_LATER`` at its default (so a report's cached runs stay valid).
     """
     recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
     d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
          if f.name not in NON_SEMANTIC and f.name not in recipe_fields}
     d["recipe"] = dataclasses.asdict(config.recipe())
     del d["recipe"]["note"]  # descriptive only
+    for name in ADDED_LATER:  # at their default they change nothing: older runs keep their identity
+        if d["recipe"][name] == RECIPE_DEFAULTS[name]:
+            del d["recipe"][name]
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
