@@ -24,30 +24,21 @@ import copy
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
 
 from cnnlab.data import cifar10
 from cnnlab.distributed import Context
 from cnnlab.runs import read_json
 from cnnlab.train.checkpoint import load_model
-from cnnlab.train.loop import evaluate, resolve_precision
+from cnnlab.train.loop import evaluate, precise_bn, resolve_precision
 
 
-def precise_bn(model: nn.Module, images: torch.Tensor, precision, *, augment: bool, translate: int,
-               batch: int = 500, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm statistics are the exact averages over ``images``."""
+def with_precise_bn(model: nn.Module, data: cifar10.Split, precision, *, augment: bool, translate: int,
+                    seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are the exact averages over ``data``'s images."""
     model = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
-
-    def batches():
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch]
-            if augment:
-                x = cifar10.augment(x, translate=translate, flip=True, generator=g)
-            yield precision.images(x)
-
-    with precision.autocast("cpu"):
-        update_bn(batches(), model)  # resets the statistics, then a cumulative average in train mode
+    transform = (lambda x: cifar10.augment(x, translate=translate, flip=True, generator=g)) if augment else None
+    precise_bn(model, data, precision=precision, transform=transform)
     return model.eval()
 
 
@@ -65,9 +56,9 @@ def main() -> None:
     precision = resolve_precision(config["precision"], config["model"], "cpu")
     variants = {
         "as trained": model,
-        "precise, clean images": precise_bn(model, data.train.images, precision, augment=False, translate=0),
-        "precise, augmented images": precise_bn(model, data.train.images, precision, augment=True,
-                                                translate=config["recipe"]["translate"]),
+        "precise, clean images": with_precise_bn(model, data.train, precision, augment=False, translate=0),
+        "precise, augmented images": with_precise_bn(model, data.train, precision, augment=True,
+                                                     translate=config["recipe"]["translate"]),
     }
     print(f"{'statistics':28s} {'test loss':>9s} {'plain':>7s} {'TTA':>7s}")
     for name, m in variants.items():

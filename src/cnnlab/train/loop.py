@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -196,27 +197,29 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
 
 
 @torch.no_grad()
-def precise_bn(model: nn.Module, data: Split, *, precision: Precision, batch_size: int = 500) -> int:
-    """Replace the BatchNorm running statistics by their exact average over ``data`` (clean images).
+def precise_bn(model: nn.Module, data: Split, *, precision: Precision, batch_size: int = 500,
+               transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+    """Replace the BatchNorm running statistics by their exact average over ``data``.
 
     During training they are an exponential average over the last few dozen augmented batches,
     taken while the weights still moved. With the weights frozen, "precise BN" (Wu & Johnson, 2021,
     "Rethinking Batch in BatchNorm"; torch's ``update_bn``: reset, then a cumulative average in
-    train mode) measures them once over the whole set. Deterministic (no augmentation), so every DDP rank gets the same result
-    on its own. Returns the number of BatchNorm layers updated (0: nothing to do).
+    train mode, the model's mode restored) measures them once over the whole set. The trainer uses
+    the clean images (``transform=None``): deterministic, so every DDP rank gets the same result on
+    its own; ``transform`` (uint8 batch -> uint8 batch, e.g. augmentation) is for experiments.
+    Returns the number of BatchNorm layers updated (0: nothing to do).
     """
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if n_bn == 0:
         return 0
-    was_training = model.training
 
     def batches():
         for i in range(0, len(data), batch_size):
-            yield precision.images(data.images[i:i + batch_size])  # B, 3, 32, 32
+            x = data.images[i:i + batch_size]  # B, 3, 32, 32 uint8
+            yield precision.images(x if transform is None else transform(x))
 
     with precision.autocast(str(data.images.device)):
         update_bn(batches(), model)
-    model.train(was_training)
     return n_bn
 
 
