@@ -19,8 +19,8 @@ os.environ.setdefault("CNNLAB_NO_PROGRESS", "1")
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if torch.cuda.is_available():
-        return
+    if torch.cuda.is_available() or os.environ.get("CNNLAB_TEST_DEVICE") == "cpu":
+        return  # a GPU, or the gpu tests' dry run with the CPU in its place (tests/test_cuda.py)
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:

@@ -243,7 +243,8 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
                     recipe=dataclasses.asdict(recipe), precision=dataclasses.asdict(precision),
                     world_size=ctx.world_size, history=history, precise_bn=bn_note)
     if ctx.is_main:
-        checkpoint.save(run_dir / checkpoint.WEIGHTS, model.state_dict())
+        # CPU tensors: model.pt loads with a plain torch.load(..., weights_only=True) on any machine
+        checkpoint.save(run_dir / checkpoint.WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         _write_figures(run_dir, model, history, config.model)
         write_json(run_dir / "result.json", {k: v for k, v in dataclasses.asdict(result).items()
                                              if k not in ("run_dir", "cached")})
