@@ -19,7 +19,7 @@ from cnnlab.data.folders import load_image_folder
 from cnnlab.images import load_image, pil_to_tensor
 from cnnlab.models.pretrained import load_pretrained
 from cnnlab.probe.extract import extract_features
-from cnnlab.train import Config, checkpoint, run
+from cnnlab.train import Config, checkpoint, experiment, run
 
 DEVICE = os.environ.get("CNNLAB_TEST_DEVICE", "cuda")
 SHUTTLE = 812
@@ -52,9 +52,28 @@ def test_fp32_training_on_the_device_follows_the_cpu(syn_root, tmp_path):
     # model.pt holds CPU tensors: it loads anywhere with a plain torch.load
     state = torch.load(tmp_path / "dev" / checkpoint.WEIGHTS, weights_only=True)
     assert {t.device.type for t in state.values()} == {"cpu"}
-    # a crash after epoch 1 resumes on the device (the optimizer state comes back there)
-    state = checkpoint.load(tmp_path / "dev" / checkpoint.CHECKPOINT)
-    assert state["epoch"] == 2
+
+
+def test_a_run_started_on_the_cpu_resumes_on_the_device(syn_root, tmp_path, monkeypatch):
+    full = run(tiny(syn_root, tmp_path / "full", "cpu", epochs=3))
+    real_epoch, calls = experiment.train_epoch, {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # dies in the second epoch, on the CPU
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(syn_root, tmp_path / "r", "cpu", epochs=3))
+    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
+    # the checkpoint's tensors (optimizer state, generator state) are mapped to the device
+    resumed = run(Config(resume=tmp_path / "r", quiet=True, device=DEVICE))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [s["device"] for s in resumed.sessions] == ["cpu", DEVICE]
+    for a, b in zip(full.history, resumed.history):  # the same batches, so the same curve
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
 
 
 @pytest.mark.parametrize("model", ["hw-mish", "improved"])

@@ -81,6 +81,31 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, m
     assert resumed.test_accuracy == full.test_accuracy
 
 
+def test_a_run_resumed_on_another_kind_of_machine_says_so(syn_root, tmp_path, monkeypatch, caplog):
+    # started on a CPU without native bf16 (fp32), resumed on one with it (bf16 autocast)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    real_epoch, calls = loop.train_epoch, {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(syn_root, tmp_path / "r", precision="auto"))
+    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="cnnlab.train.experiment"):
+        resumed = run(Config(resume=tmp_path / "r", quiet=True))
+    assert "epochs 1-1 ran with fp32 on cpu" in caplog.text and "the rest runs with bf16 autocast" in caplog.text
+    first, second = resumed.sessions
+    assert (first["first_epoch"], second["first_epoch"]) == (1, 2)
+    assert first["precision"]["bf16"] is False and second["precision"]["bf16"] is True
+    assert read_json(tmp_path / "r" / "result.json")["sessions"] == resumed.sessions
+
+
 def test_precise_bn_statistics_are_the_averages_over_the_whole_set():
     from cnnlab.data.cifar10 import Split
     from cnnlab.models.cifar import build

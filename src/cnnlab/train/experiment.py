@@ -61,6 +61,8 @@ class Result:
     history: list[dict[str, float]] = field(default_factory=list)
     # precise BatchNorm statistics (recipe.precise_bn): the plain test loss/accuracy before them
     precise_bn: dict[str, float] | None = None
+    # one entry per process that trained part of the run: the first epoch it trained, where and how
+    sessions: list[dict[str, Any]] = field(default_factory=list)
     cached: bool = False            # True when a finished run was reused
 
 
@@ -94,6 +96,20 @@ def _prepare_folder(config: Config) -> tuple[Config, Path, str]:
         if (run_dir / checkpoint.CHECKPOINT).is_file():
             return dataclasses.replace(config, resume=run_dir), run_dir, "resume"
     return config, run_dir, "new"
+
+
+def _first_session(run_dir: Path) -> dict[str, Any]:
+    """What a checkpoint from before ``sessions`` existed still tells about its first session."""
+    saved = read_json(run_dir / "config.json")
+    return dict(first_epoch=1, device=read_json(run_dir / "env.json").get("device"),
+                world_size=saved.get("world_size", 1), cpu_capability=None,
+                precision=saved.get("precision_resolved"))
+
+
+def _precision_words(session: dict[str, Any]) -> str:
+    p = session.get("precision") or {}
+    words = ("bf16 autocast" if p.get("bf16") else "fp32") + (" + channels_last" if p.get("channels_last") else "")
+    return f"{words} on {session.get('device')}" + (f" ({session['cpu_capability']})" if session.get("cpu_capability") else "")
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:
@@ -157,17 +173,26 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
     total_steps = steps_per_epoch * recipe.epochs
     history: list[dict[str, float]] = []
     start_epoch, step, train_seconds, past_wall = 0, 0, 0.0, 0.0
+    sessions: list[dict[str, Any]] = []
 
     if mode == "resume":
         state = checkpoint.load(run_dir / checkpoint.CHECKPOINT, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())  # map_location moved it to the device
         if lookahead is not None:
             lookahead.ema = state["lookahead"]
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
         train_seconds, past_wall = state["train_seconds"], state["wall_seconds"]
+        sessions = state.get("sessions") or [_first_session(run_dir)]
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    sessions = sessions + [dict(first_epoch=start_epoch + 1, device=device, world_size=ctx.world_size,
+                                cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                                precision=dataclasses.asdict(precision))]
+    if ctx.is_main and len(sessions) > 1 and sessions[-1]["precision"] != sessions[-2]["precision"]:
+        log.warning("epochs 1-%d ran with %s, the rest runs with %s (this machine or --device differs): "
+                    "result.json lists both under 'sessions'", start_epoch, _precision_words(sessions[-2]),
+                    _precision_words(sessions[-1]))
     n_params = parameter_count(model)
     optimizer_desc = (f"SGD (Nesterov, momentum {recipe.momentum}), peak lr {recipe.lr}, weight decay "
                       f"{recipe.weight_decay:g}, label smoothing {recipe.label_smoothing}, batch {recipe.batch_size}")
@@ -214,7 +239,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
                          recipe.epochs, stats.loss, stats.accuracy, test_loss, test_acc, seconds)
                 state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                              generator=generator.get_state(), epoch=epoch + 1, step=step, history=history,
-                             train_seconds=train_seconds,
+                             train_seconds=train_seconds, sessions=sessions,
                              wall_seconds=past_wall + time.perf_counter() - session_start)
                 if lookahead is not None:
                     state["lookahead"] = lookahead.ema
@@ -241,7 +266,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
                     wall_seconds=past_wall + time.perf_counter() - (session_start if mode == "resume" else t_start),
                     parameters=n_params, init_scheme=model.init_scheme, optimizer=optimizer_desc,
                     recipe=dataclasses.asdict(recipe), precision=dataclasses.asdict(precision),
-                    world_size=ctx.world_size, history=history, precise_bn=bn_note)
+                    world_size=ctx.world_size, history=history, precise_bn=bn_note, sessions=sessions)
     if ctx.is_main:
         # CPU tensors: model.pt loads with a plain torch.load(..., weights_only=True) on any machine
         checkpoint.save(run_dir / checkpoint.WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})
