@@ -49,7 +49,8 @@ from pathlib import Path
 runs, rows = Path(sys.argv[1]), {}
 for result in sorted(runs.glob("*/result.json")):
     r = json.loads(result.read_text())
-    # time to the last epoch whose plain test accuracy reached 94 % (the final TTA number may reach it first)
+    # training time to the first epoch whose plain test accuracy reached 94 % (None if none did;
+    # the final TTA number, measured after the last epoch, may reach it when no epoch did)
     elapsed, first94 = 0.0, None
     for h in r["history"]:
         elapsed += h["seconds"]

@@ -63,6 +63,16 @@ def peppers_path() -> Path:
     return PEPPERS
 
 
+@pytest.fixture(scope="module")
+def syn_root(tmp_path_factory) -> Path:
+    """A tiny synthetic CIFAR-10 folder in the binary format (80 training, 40 test images)."""
+    from cnnlab.data.cifar10 import write_synthetic
+
+    root = tmp_path_factory.mktemp("syn")
+    write_synthetic(root, n_train=80, n_test=40)
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

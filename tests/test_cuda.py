@@ -11,15 +11,15 @@ import os
 
 import pytest
 import torch
+import test_train
 from probe_helpers import make_folder, tiny_model
 
 from cnnlab.attacks import PGD
-from cnnlab.data.cifar10 import write_synthetic
 from cnnlab.data.folders import load_image_folder
 from cnnlab.images import load_image, pil_to_tensor
 from cnnlab.models.pretrained import load_pretrained
 from cnnlab.probe.extract import extract_features
-from cnnlab.train import Config, checkpoint, experiment, run
+from cnnlab.train import Config, checkpoint, run
 
 DEVICE = os.environ.get("CNNLAB_TEST_DEVICE", "cuda")
 SHUTTLE = 812
@@ -27,18 +27,9 @@ SHUTTLE = 812
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def syn_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    write_synthetic(root, n_train=80, n_test=40)
-    return root
-
-
 def tiny(syn_root, out, device, **kw) -> Config:
-    base = dict(model="hw-mish-bn", epochs=2, batch_size=20, lr=0.1, data_root=syn_root, verify_md5=False,
-                download=False, out=out, quiet=True, precision="fp32", device=device, tta=False)
-    base.update(kw)
-    return Config(**base)
+    """test_train's tiny run as hw-mish-bn (BatchNorm, precise BN) without TTA, on ``device``."""
+    return test_train.tiny(syn_root, out, **{"model": "hw-mish-bn", "lr": 0.1, "tta": False, "device": device, **kw})
 
 
 def test_fp32_training_on_the_device_follows_the_cpu(syn_root, tmp_path):
@@ -56,18 +47,7 @@ def test_fp32_training_on_the_device_follows_the_cpu(syn_root, tmp_path):
 
 def test_a_run_started_on_the_cpu_resumes_on_the_device(syn_root, tmp_path, monkeypatch):
     full = run(tiny(syn_root, tmp_path / "full", "cpu", epochs=3))
-    real_epoch, calls = experiment.train_epoch, {"n": 0}
-
-    def crashing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # dies in the second epoch, on the CPU
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "train_epoch", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny(syn_root, tmp_path / "r", "cpu", epochs=3))
-    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
+    test_train.crash_in_second_epoch(tiny(syn_root, tmp_path / "r", "cpu", epochs=3), monkeypatch)  # on the CPU
     # the checkpoint's tensors (optimizer state, generator state) are mapped to the device
     resumed = run(Config(resume=tmp_path / "r", quiet=True, device=DEVICE))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]

@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.data.cifar10 import write_synthetic
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import read_json
 from cnnlab.train import Config, run
 from cnnlab.train import experiment, loop
-
-
-@pytest.fixture(scope="module")
-def syn_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    write_synthetic(root, n_train=80, n_test=40)
-    return root
 
 
 def tiny(syn_root, out, **kw) -> Config:
@@ -27,6 +19,21 @@ def tiny(syn_root, out, **kw) -> Config:
                 download=False, out=out, quiet=True, precision="fp32")
     base.update(kw)
     return Config(**base)
+
+
+def crash_in_second_epoch(config: Config, monkeypatch) -> None:
+    """Run ``config`` until it dies in the middle of its second epoch, after epoch 1's checkpoint."""
+    real_epoch, calls = experiment.train_epoch, {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # dies in the middle of the second epoch
+        return real_epoch(*args, **kwargs)
+
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(experiment, "train_epoch", crashing)
+        run(config)
 
 
 def test_training_lowers_the_loss_and_writes_the_run_folder(syn_root, tmp_path):
@@ -59,20 +66,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(syn_root, tmp_path):
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, monkeypatch):
     full = run(tiny(syn_root, tmp_path / "full", deterministic=True))
-    real_epoch = loop.train_epoch
-    calls = {"n": 0}
-
-    def crashing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # dies in the middle of the second epoch
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "train_epoch", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny(syn_root, tmp_path / "crash", deterministic=True))
+    crash_in_second_epoch(tiny(syn_root, tmp_path / "crash", deterministic=True), monkeypatch)
     assert read_json(tmp_path / "crash" / "history.json")[-1]["epoch"] == 1
-    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
     resumed = run(Config(resume=tmp_path / "crash", quiet=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
@@ -84,18 +79,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, m
 def test_a_run_resumed_on_another_kind_of_machine_says_so(syn_root, tmp_path, monkeypatch, caplog):
     # started on a CPU without native bf16 (fp32), resumed on one with it (bf16 autocast)
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
-    real_epoch, calls = loop.train_epoch, {"n": 0}
-
-    def crashing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "train_epoch", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny(syn_root, tmp_path / "r", precision="auto"))
-    monkeypatch.setattr(experiment, "train_epoch", real_epoch)
+    crash_in_second_epoch(tiny(syn_root, tmp_path / "r", precision="auto"), monkeypatch)
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
     with caplog.at_level("WARNING", logger="cnnlab.train.experiment"):
         resumed = run(Config(resume=tmp_path / "r", quiet=True))
