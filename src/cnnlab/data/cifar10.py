@@ -219,15 +219,31 @@ def random_translate(images: torch.Tensor, pad: int, generator: torch.Generator 
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # B, C, H, W
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2, or where the bool ``mask`` (B,) says."""
     B = images.shape[0]
-    mask = (torch.rand(B, generator=generator) < 0.5).to(images.device).view(B, 1, 1, 1)
-    return torch.where(mask, images.flip(-1), images)
+    if mask is None:
+        mask = torch.rand(B, generator=generator) < 0.5
+    return torch.where(mask.to(images.device).view(B, 1, 1, 1), images.flip(-1), images)
+
+
+def alternating_flips(base: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which images to mirror in ``epoch`` under "alternating flip" (the airbench idea).
+
+    ``base`` (N,) bool is a random half of the training set, fixed for the run: it is mirrored in
+    even epochs and the other half in odd ones. Each image thus appears in both orientations in
+    every pair of epochs, instead of the same one twice a quarter of the time by chance, which
+    makes a short run see more distinct views for the same cost.
+    """
+    return base ^ bool(epoch % 2)
 
 
 def augment(images: torch.Tensor, *, translate: int = 4, flip: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random translation (reflect padding of ``translate`` px) and horizontal flip of a batch."""
+            generator: torch.Generator | None = None, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Random translation (reflect padding of ``translate`` px) and horizontal flip of a batch.
+
+    ``flip_mask`` (B,) bool, if given, chooses the mirrored images instead of chance.
+    """
     out = random_translate(images, translate, generator)
-    return random_flip(out, generator) if flip else out
+    return random_flip(out, generator, mask=flip_mask) if flip else out

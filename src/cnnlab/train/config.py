@@ -36,6 +36,7 @@ class Recipe:
     bias_lr_scale: float = 1.0     # BatchNorm biases: lr times this, weight decay divided by it
     whiten_bias_epochs: int = 0    # ``improved``: epochs during which the whitening bias trains
     precise_bn: bool = False       # after training, BatchNorm statistics re-estimated over the clean training set
+    alternate_flip: bool = False   # with flip: each image mirrored in every other epoch, not at random
     note: str = ""
 
 
@@ -82,6 +83,8 @@ class Config(RunOptions):
     label_smoothing: float | None = arg(None, "label smoothing of the cross-entropy")
     translate: int | None = arg(None, "augmentation: random shift by up to N px (0 = off)")
     flip: bool | None = arg(None, "augmentation: random horizontal flips")
+    alternate_flip: bool | None = arg(None, "augmentation: mirror a fixed random half of the images in even "
+                                            "epochs and the other half in odd ones, instead of at random")
     tta: bool | None = arg(None, "test-time augmentation for the final accuracy")
     precise_bn: bool | None = arg(None, "after training, re-estimate BatchNorm statistics over the clean "
                                         "training set (default: on for hw-mish-bn)")
@@ -132,7 +135,7 @@ NON_SEMANTIC = ("out", "quiet", "resume", "device", "threads", "download", "data
 
 
 # Recipe fields added after runs (and report caches) already existed; see ``identity``.
-ADDED_LATER = ("precise_bn",)
+ADDED_LATER = ("precise_bn", "alternate_flip")
 RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe)}
 
 

@@ -168,6 +168,9 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
     optimizer = make_optimizer(model, recipe)
     lookahead = Lookahead(model) if recipe.lookahead else None
     generator = torch.Generator().manual_seed(config.seed)
+    # alternating flip: the half mirrored in even epochs, from the seed (so a resumed run gets it back)
+    flip_base = (torch.rand(len(train), generator=torch.Generator().manual_seed(config.seed + 1)) < 0.5
+                 if recipe.alternate_flip else None)
     B = min(recipe.batch_size, len(train))
     steps_per_epoch = len(train) // B
     total_steps = steps_per_epoch * recipe.epochs
@@ -222,7 +225,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
             try:
                 stats, step = train_epoch(model, net, train, recipe, optimizer, epoch=epoch, step=step,
                                           total_steps=total_steps, generator=generator, ctx=ctx,
-                                          precision=precision, lookahead=lookahead,
+                                          precision=precision, lookahead=lookahead, flip_base=flip_base,
                                           on_step=on_step if ctx.is_main else None)
             except TrainingDiverged as exc:
                 kept = f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if epoch else \

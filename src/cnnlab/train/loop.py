@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from cnnlab.data.cifar10 import Split, augment
+from cnnlab.data.cifar10 import Split, alternating_flips, augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import Recipe
 from cnnlab.train.heap import keep_freed_memory
@@ -145,9 +145,12 @@ class EpochStats:
 
 def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, optimizer: torch.optim.Optimizer,
                 *, epoch: int, step: int, total_steps: int, generator: torch.Generator, ctx: Context,
-                precision: Precision, lookahead: Lookahead | None = None,
+                precision: Precision, lookahead: Lookahead | None = None, flip_base: torch.Tensor | None = None,
                 on_step=None) -> tuple[EpochStats, int]:
     """One epoch over ``data`` (on the device, uint8). ``net`` is ``model`` or its DDP wrapper.
+
+    ``flip_base`` (N,) bool: with ``recipe.alternate_flip``, the half of the images mirrored in even
+    epochs (:func:`cnnlab.data.cifar10.alternating_flips`); it must stay the same for the whole run.
 
     Returns the epoch's statistics (over all ranks) and the global step count after it. On the
     CPU, malloc is told to keep freed memory (:mod:`cnnlab.train.heap`): no page faults per step.
@@ -160,6 +163,11 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
         raise ValueError(f"--batch-size {B} must be divisible by the {ctx.world_size} DDP ranks")
     steps = N // B
     order = torch.randperm(N, generator=generator)  # the same on every rank
+    flips = None
+    if recipe.flip and recipe.alternate_flip:
+        if flip_base is None or len(flip_base) != N:
+            raise ValueError("alternate_flip needs flip_base, one bool per training image")
+        flips = alternating_flips(flip_base, epoch)
     whiten_bias = getattr(model, "first_conv", None)
     freeze_bias = (recipe.whiten_bias_epochs > 0 and epoch >= recipe.whiten_bias_epochs
                    and whiten_bias is not None and whiten_bias.bias is not None)
@@ -168,7 +176,8 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
     seen = 0
     for i in range(steps):
         idx = order[i * B:(i + 1) * B].to(data.images.device)
-        images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=generator)
+        images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=generator,
+                         flip_mask=None if flips is None else flips[idx.cpu()])
         images, labels = ctx.shard(images), ctx.shard(data.labels[idx])  # this rank's part
         x = precision.images(images)
         set_lr(optimizer, recipe.lr * lr_factor(step, total_steps, recipe))
