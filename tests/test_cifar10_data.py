@@ -97,3 +97,15 @@ def test_augmentation_is_a_reflect_padded_shift_or_flip():
     same = [torch.equal(flipped[b], x[b]) for b in range(16)]
     mirrored = [torch.equal(flipped[b], x[b].flip(-1)) for b in range(16)]
     assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < 16
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(100, generator=g) < 0.5
+    even, odd = cifar10.alternating_flips(base, 0), cifar10.alternating_flips(base, 1)
+    assert torch.equal(even, base) and torch.equal(odd, ~base)  # both orientations in every pair of epochs
+    assert torch.equal(cifar10.alternating_flips(base, 6), even) and torch.equal(cifar10.alternating_flips(base, 7), odd)
+    x = torch.randint(0, 256, (8, 3, 32, 32), generator=g, dtype=torch.uint8)
+    mask = torch.tensor([True, False] * 4)
+    out = cifar10.augment(x, translate=0, flip=True, generator=g, flip_mask=mask)
+    assert torch.equal(out[mask], x[mask].flip(-1)) and torch.equal(out[~mask], x[~mask])

@@ -76,6 +76,26 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(syn_root, tmp_path, m
     assert resumed.test_accuracy == full.test_accuracy
 
 
+def test_alternate_flip_mirrors_every_image_once_per_pair_of_epochs(syn_root, tmp_path, monkeypatch):
+    seen: dict[bytes, list[bool]] = {}  # image bytes -> mirrored in epoch 1, 2, ...
+    real = loop.augment
+
+    def spy(images, **kw):
+        out = real(images, **kw)
+        for x, y in zip(images, out):
+            assert torch.equal(y, x) or torch.equal(y, x.flip(-1))
+            seen.setdefault(x.numpy().tobytes(), []).append(not torch.equal(y, x))
+        return out
+
+    monkeypatch.setattr(loop, "augment", spy)
+    config = tiny(syn_root, tmp_path / "af", epochs=4, batch_size=40, translate=0, alternate_flip=True)
+    assert config.recipe().alternate_flip and not tiny(syn_root, None).recipe().alternate_flip
+    run(config)
+    assert len(seen) == 80 and all(len(f) == 4 for f in seen.values())  # 80 images, 2 steps of 40
+    assert all(f[0] != f[1] and f[0] == f[2] and f[1] == f[3] for f in seen.values())
+    assert 0 < sum(f[0] for f in seen.values()) < 80  # a random half, not all or none
+
+
 def test_a_run_resumed_on_another_kind_of_machine_says_so(syn_root, tmp_path, monkeypatch, caplog):
     # started on a CPU without native bf16 (fp32), resumed on one with it (bf16 autocast)
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
@@ -151,7 +171,7 @@ def test_identity_counts_resolved_hyper_parameters():
     assert identity(Config(model="improved", out=Path("elsewhere"), threads=1)) == default
     assert "note" not in default["recipe"]  # rewording a recipe's description keeps its runs valid
     # a recipe field added later counts only where it changes something: old runs stay valid
-    assert "precise_bn" not in default["recipe"]
+    assert "precise_bn" not in default["recipe"] and "alternate_flip" not in identity(Config(model="hw-mish"))["recipe"]
     assert identity(Config(model="hw-mish-bn"))["recipe"]["precise_bn"] is True
     assert identity(Config(model="hw-mish-bn", precise_bn=False)) != identity(Config(model="hw-mish-bn"))
 
