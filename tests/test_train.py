@@ -139,7 +139,8 @@ def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
 def test_precision_auto_and_recipe_defaults():
     c = Config(model="improved")
     r = c.recipe()
-    assert (r.epochs, r.batch_size, r.tta, r.lookahead) == (11, 1024, True, True)
+    assert (r.epochs, r.batch_size, r.tta, r.lookahead, r.alternate_flip) == (11, 1024, True, True, True)
+    assert not Config(model="improved", alternate_flip=False).recipe().alternate_flip
     assert Config(model="hw-mish-bn").recipe().precise_bn and not Config(model="hw-mish").recipe().precise_bn
     assert not Config(model="hw-mish-bn", precise_bn=False).recipe().precise_bn
     assert Config(model="hw-mish", lr=0.3).recipe().lr == 0.3

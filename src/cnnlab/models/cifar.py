@@ -178,8 +178,9 @@ class Improved(CifarNet):
 
     The training recipe lives with the trainer's defaults (``cnnlab.train.config``): Nesterov
     SGD with a warm-up/warm-down schedule, label smoothing 0.2, weight decay, translate-by-2 and
-    flip augmentation, an exponential-moving-average "lookahead" of the weights, and test-time
-    augmentation (flip + 1-px translations).
+    alternating flip augmentation (each image mirrored in every other epoch, so every pair of
+    epochs shows both orientations), an exponential-moving-average "lookahead" of the weights,
+    and test-time augmentation (flip + 1-px translations).
     """
 
     init_scheme = ("PCA whitening of 2x2 patches for the first (frozen) conv; Kaiming normal "

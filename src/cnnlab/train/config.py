@@ -61,11 +61,12 @@ RECIPES: dict[str, Recipe] = {
                          note="as hw-mish with a 4x larger lr (BatchNorm); precise BatchNorm statistics at the end"),
     # The airbench94 recipe rewritten for a mean loss: lr 1.5 per batch of 1024 at momentum
     # 0.85, weight decay 0.002 of the weights per step at peak lr (1.5 * 1.33e-3), BN biases at
-    # 64x the lr with the same decay per step, label smoothing 0.2, lookahead, TTA.
+    # 64x the lr with the same decay per step, label smoothing 0.2, lookahead, TTA. Alternating
+    # flip (session 10): on seed 1, 93.96 -> 94.14 % at no cost in time (benchmarks/RESULTS.md).
     "improved": Recipe(epochs=11, batch_size=1024, lr=1.5, momentum=0.85, weight_decay=0.002 / 1.5,
                        label_smoothing=0.2, warmup=0.23, lr_start=0.2, lr_end=0.07, translate=2, flip=True,
-                       tta=True, lookahead=True, bias_lr_scale=64.0, whiten_bias_epochs=3,
-                       note="airbench94-style: whitening stem, lookahead EMA, TTA, bias lr x64"),
+                       tta=True, lookahead=True, bias_lr_scale=64.0, whiten_bias_epochs=3, alternate_flip=True,
+                       note="airbench94-style: whitening stem, lookahead EMA, alternating flip, TTA, bias lr x64"),
 }
 
 

@@ -14,6 +14,13 @@ SOURCES = ("cnnlab.models.cifar", "cnnlab.train.config", "cnnlab.train.loop", "c
 MODELS = ("hw-mish", "hw-mish-bn", "improved")
 
 
+def flip_words(recipe: dict) -> str:
+    """How a recipe mirrors the training images (``alternate_flip`` is absent from older runs)."""
+    if not recipe["flip"]:
+        return "no"
+    return "alternating (each image in every other epoch)" if recipe.get("alternate_flip") else "random (p = 1/2)"
+
+
 def _data_options(ctx: Context) -> dict:
     if ctx.profile.synthetic:
         from cnnlab.data.cifar10 import write_synthetic
@@ -86,7 +93,7 @@ def build(ctx: Context) -> Section:
                  + row("weight decay", "wd", ["recipe", "weight_decay"], ".3g")
                  + row("label smoothing", "ls", ["recipe", "label_smoothing"], "g")
                  + row("augmentation: translate (px)", "tr", ["recipe", "translate"], "int")
-                 + srow("augmentation: flip", lambda m: "yes" if results[m]["recipe"]["flip"] else "no")
+                 + srow("augmentation: flip", lambda m: flip_words(results[m]["recipe"]))
                  + srow("test-time augmentation", lambda m: "mirror + 1-px shifts" if results[m]["recipe"].get("tta")
                         else "no")
                  + srow("precise BatchNorm statistics after training", precise_bn)
