@@ -175,9 +175,10 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
     correct = torch.zeros((), dtype=torch.int64, device=data.images.device)
     seen = 0
     for i in range(steps):
-        idx = order[i * B:(i + 1) * B].to(data.images.device)
+        batch = order[i * B:(i + 1) * B]  # on the CPU, like the flip mask
+        idx = batch.to(data.images.device)
         images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=generator,
-                         flip_mask=None if flips is None else flips[idx.cpu()])
+                         flip_mask=None if flips is None else flips[batch])
         images, labels = ctx.shard(images), ctx.shard(data.labels[idx])  # this rank's part
         x = precision.images(images)
         set_lr(optimizer, recipe.lr * lr_factor(step, total_steps, recipe))
