@@ -238,6 +238,36 @@ def extract_features(
     measured it once already). ``streams`` batches run concurrently, each on
     ``torch.get_num_threads() // streams`` intra-op threads (default: see :func:`default_streams`).
     """
+    def batch_fn(m, batch_u8, used, cl):
+        return {"features": features_of_batch(m, batch_u8, used, cl)}
+
+    out, ext = extract_batches(model, paths, batch_fn, batch_size=batch_size, workers=workers, precision=precision,
+                               use_channels_last=use_channels_last, description=description,
+                               calibration_paths=calibration_paths, calibrate=calibrate, streams=streams)
+    features = out.get("features", torch.empty(0, model.feature_dim))
+    return Extraction(features, ext.precision, ext.agreement, ext.seconds, ext.channels_last, ext.streams)
+
+
+def extract_batches(
+    model,
+    paths: Sequence[str | Path],
+    batch_fn,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    workers: int = 2,
+    precision: str = "auto",
+    use_channels_last: bool | None = None,
+    description: str = "extracting",
+    calibration_paths: Sequence[str | Path] | None = None,
+    calibrate: bool = True,
+    streams: int | None = None,
+) -> tuple[dict[str, torch.Tensor], Extraction]:
+    """Run ``batch_fn(model, batch_u8, precision, channels_last) -> {name: (B, ...)}`` over every file.
+
+    The machinery of :func:`extract_features` (threaded decoding, channels_last, streams, the
+    precision choice) for any per-image outputs: returns ``{name: (N, ...)}`` in the order of
+    ``paths`` and the extraction record (its ``features`` left empty).
+    """
     if precision == "auto" and not calibrate:
         raise ValueError("precision 'auto' needs the calibration sample (calibrate=True)")
     paths = [Path(p) for p in paths]
@@ -256,28 +286,41 @@ def extract_features(
             used, agreement = pool.submit(choose_precision, precision, model, sample, use_channels_last).result()
         else:
             used, agreement = precision, None
-        out = torch.empty(len(paths), model.feature_dim, dtype=torch.float32)
-        done = 0
-        with make_progress() as progress:
-            task = progress.add_task(description, total=len(paths), info="")
-            in_flight: list = []
-
-            def collect() -> None:
-                nonlocal done
-                feats = in_flight.pop(0).result().cpu()
-                B = len(feats)
-                out[done:done + B] = feats
-                done += B
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=B, info=f"{rate:6.1f} img/s")
-
-            for batch in _batches(paths, transform, batch_size, workers):
-                in_flight.append(pool.submit(features_of_batch, model, batch, used, use_channels_last))
-                if len(in_flight) >= 2 * streams:
-                    collect()
-            while in_flight:
-                collect()
+        out = _run_batches(pool, model, paths, transform, batch_fn, used, use_channels_last, description,
+                           batch_size, workers, streams, t0)
     seconds = time.perf_counter() - t0
     log.info("%s: %d images in %.1f s (%.1f img/s, %s%s, %d streams)", description, len(paths), seconds,
              len(paths) / max(seconds, 1e-9), used, ", channels_last" if use_channels_last else "", streams)
-    return Extraction(out, used, agreement, seconds, use_channels_last, streams)
+    return out, Extraction(torch.empty(0), used, agreement, seconds, use_channels_last, streams)
+
+
+def _run_batches(pool, model, paths, transform, batch_fn, used, use_channels_last, description, batch_size, workers,
+                 streams, t0) -> dict[str, torch.Tensor]:
+    """Submit decoded batches to the inference pool and gather the outputs in order, with a progress bar."""
+    out: dict[str, torch.Tensor] = {}
+    done = 0
+    with make_progress() as progress:
+        task = progress.add_task(description, total=len(paths), info="")
+        in_flight: list = []
+
+        def collect() -> None:
+            nonlocal done
+            result = in_flight.pop(0).result()
+            B = 0
+            for name, t in result.items():
+                t = t.cpu()
+                if name not in out:  # N, ... allocated from the first batch
+                    out[name] = torch.empty((len(paths), *t.shape[1:]), dtype=t.dtype)
+                out[name][done:done + len(t)] = t
+                B = len(t)
+            done += B
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=B, info=f"{rate:6.1f} img/s")
+
+        for batch in _batches(paths, transform, batch_size, workers):
+            in_flight.append(pool.submit(batch_fn, model, batch, used, use_channels_last))
+            if len(in_flight) >= 2 * streams:
+                collect()
+        while in_flight:
+            collect()
+    return out
