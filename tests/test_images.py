@@ -88,6 +88,41 @@ def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert list(np.asarray(load_image(tmp_path / "d.tif"))[0, :, 0]) == [0, 128, 255]
 
 
+def _pgm16(path, values):
+    """A 16-bit binary PGM (maxval 65535) one row high; Pillow opens these in mode ``I``."""
+    data = np.asarray([values], dtype=">u2")
+    path.write_bytes(b"P5\n%d 1\n65535\n" % len(values) + data.tobytes())
+    return path
+
+
+def test_dark_16bit_images_keep_their_range(tmp_path):
+    dark = [0, 129, 1000, 2000, 3000, 4000]  # at most 4000 of 65535: a dark image
+    expected = [0, 1, 4, 8, 12, 16]  # round(v / 257): same fraction of full scale, no clipping
+    Image.fromarray(np.array([dark], dtype=np.uint16)).save(tmp_path / "dark.png")  # mode I;16
+    assert list(np.asarray(load_image(tmp_path / "dark.png"))[0, :, 0]) == expected
+    assert Image.open(_pgm16(tmp_path / "dark.pgm", dark)).mode == "I"
+    assert list(np.asarray(load_image(tmp_path / "dark.pgm"))[0, :, 0]) == expected
+    # a very dark mode-I image stays dark (it is not read as if it were 8-bit)
+    very_dark = np.asarray(load_image(_pgm16(tmp_path / "vd.pgm", [0, 100, 200])))[0, :, 0]
+    assert list(very_dark) == [0, 0, 1]
+    # values beyond 16 bits (32-bit TIFF) are stretched, not clipped: distinct values stay distinct
+    Image.fromarray(np.array([[0, 70000, 140000]], dtype=np.int32)).save(tmp_path / "wide.tif")
+    assert list(np.asarray(load_image(tmp_path / "wide.tif"))[0, :, 0]) == [0, 128, 255]
+
+
+def test_pillow_global_limits_are_restored(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000_000)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    Image.fromarray(_gradient()).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    load_image(tmp_path / "ok.png")
+    with pytest.raises(ImageError):
+        load_image(tmp_path / "bad.png")
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000_000 and ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
 def test_exif_rotation_is_applied(tmp_path):
     arr = np.zeros((20, 40, 3), np.uint8)  # wide image, left half white
     arr[:, :20] = 255

@@ -5,13 +5,26 @@ palette transparency (composited onto white), CMYK, 16-bit and 32-bit integer/fl
 EXIF orientation. Anything unusable raises :class:`~cnnlab.errors.ImageError` with the file
 and a one-line reason: missing path, zero bytes, not an image, truncated or corrupt data,
 decompression-bomb-sized images.
+
+16-bit images keep their range: a value v of the 16-bit full scale becomes round(v / 257),
+the 8-bit value at the same fraction of full scale (what image editors and torchvision's
+``to_dtype(..., scale=True)`` do). Nothing is clipped or stretched, so a dark image stays
+exactly as dark (4000 of 65535 becomes 16 of 255) and levels one 8-bit step (257) apart
+stay distinct. Pillow opens 16-bit PGM/PPM and signed 16-bit TIFF files as 32-bit ``I``:
+those are read on the same 16-bit scale whenever their values fit in 0-65535, and stretched
+from their minimum to their maximum only when they do not (there is no full scale to use).
+Pillow reduces 16-bit RGB(A) files to 8 bits itself (keeping the high byte) when it opens them.
+
+Pillow's decompression-bomb limit is set to :data:`MAX_PIXELS` only while a file is being
+read; its global settings are restored afterwards.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +39,18 @@ MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (about 0.25 GB 
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """Scale 16-bit / 32-bit integer or float single-channel images to 8-bit ``L``."""
-    arr = np.asarray(img)
-    if img.mode.startswith("I;16") or (arr.dtype == np.uint16):
-        arr8 = (arr.astype(np.float64) / 65535.0 * 255.0).round()
-    elif img.mode == "I":
-        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0  # PNG 16-bit often opens as "I"
-        arr8 = arr.astype(np.float64) / hi * 255.0
-    else:  # "F": assume [0, 1] floats when they fit, else stretch
-        arr = arr.astype(np.float64)
-        lo, hi = (0.0, 1.0) if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 1 else (arr.min(), arr.max())
-        arr8 = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+    """Scale 16-bit / 32-bit integer or float single-channel images to 8-bit ``L``.
+
+    Integers are read on the 16-bit full scale (see the module docstring); ``F`` images are
+    taken as [0, 1] when they fit, else stretched from their minimum to their maximum.
+    """
+    arr = np.asarray(img).astype(np.float64)
+    lo, hi = arr.min(initial=0), arr.max(initial=0)
+    if img.mode.startswith("I") and lo >= 0 and hi <= 65535:
+        lo, hi = 0.0, 65535.0
+    elif img.mode == "F" and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    arr8 = (arr - lo) / max(hi - lo, 1e-12) * 255.0
     return Image.fromarray(np.clip(arr8, 0, 255).round().astype(np.uint8), mode="L")
 
 
@@ -59,6 +73,17 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
     return img.convert("RGB")
 
 
+@contextmanager
+def _pillow_limits() -> Iterator[None]:
+    """Pillow's pixel limit at :data:`MAX_PIXELS` and truncated files refused, then restored."""
+    saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_PIXELS, False
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Load ``path`` as an upright 8-bit RGB PIL image or raise :class:`ImageError`."""
     path = Path(path)
@@ -68,11 +93,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(path, "is a folder, not an image file")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with warnings.catch_warnings():
+        with _pillow_limits(), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.seek(0)  # first frame of animations
