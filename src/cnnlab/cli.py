@@ -105,6 +105,13 @@ def verb_parser(name: str) -> tuple[argparse.ArgumentParser, types.ModuleType]:
     return parser, module
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: the path(s) it names, then the system's reason."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{paths}: {reason}" if paths else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in VERBS:
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = verb_parser(name)
     ns = parser.parse_args(rest)
 
+    from rich.markup import escape
+
     from cnnlab.errors import CnnlabError
     from cnnlab.progress import console, setup_logging
 
@@ -123,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         config = module.Config(**vars(ns))
         result = module.run(config)
         return int(module.present(result) or 0)
-    except (CnnlabError, ValueError, FileNotFoundError) as exc:
-        console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    except (CnnlabError, ValueError) as exc:
+        console().print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # FileNotFoundError too; disk full, read-only folder, no permission
+        console().print(f"[bold red]error:[/] {escape(os_error_line(exc))}", markup=True, highlight=False,
+                        soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console().print("[yellow]interrupted[/]: finished files are kept; rerun to resume.", markup=True)
