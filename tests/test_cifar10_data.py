@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import missing_data
 
 from cnnlab.data import cifar10
 from cnnlab.errors import CnnlabError
@@ -14,7 +19,7 @@ from cnnlab.errors import CnnlabError
 def cifar_dir(shared_data):
     folder = shared_data / cifar10.FOLDER
     if not folder.is_dir():
-        pytest.skip(f"CIFAR-10 not found at {folder}")
+        missing_data(f"CIFAR-10 not found at {folder}")
     return folder
 
 
@@ -70,14 +75,109 @@ def test_fetch_uses_official_archive_and_reports_network_errors(tmp_path, monkey
 
     calls = {}
 
-    def fake_download(url, download_root, md5):
-        calls.update(url=url, md5=md5, root=download_root)
+    def fake_download(url, root, filename=None, md5=None):
+        calls.update(url=url, root=root, filename=filename)
         raise OSError("no network")
 
-    monkeypatch.setattr(tvu, "download_and_extract_archive", fake_download)
-    with pytest.raises(CnnlabError, match="could not download"):
+    monkeypatch.setattr(tvu, "download_url", fake_download)
+    with pytest.raises(CnnlabError, match="could not download .*no network"):
         cifar10.fetch(tmp_path)
-    assert calls == {"url": cifar10.ARCHIVE_URL, "md5": "c32a1d4ab5d03f1284b67883e8d87530", "root": str(tmp_path)}
+    assert calls["url"] == cifar10.ARCHIVE_URL and calls["filename"] == "cifar-10-binary.tar.gz"
+    assert Path(calls["root"]).parent == tmp_path  # a temporary folder under the data root
+    assert cifar10.ARCHIVE_MD5 == "c32a1d4ab5d03f1284b67883e8d87530"
+    assert list(tmp_path.iterdir()) == []  # the temporary folder is gone
+
+
+@pytest.fixture
+def user_copy(tmp_path, monkeypatch):
+    """A synthetic CIFAR-10 set under ``tmp_path/user`` taken as the official one (its MD5 sums and
+    archive patched in), with ``data_batch_3.bin`` corrupted; returns (root, archive, corrupt bytes)."""
+    folder = cifar10.write_synthetic(tmp_path / "release", n_train=50, n_test=10)
+    (folder / "batches.meta.txt").write_text("\n".join(cifar10.CLASSES) + "\n")
+    monkeypatch.setattr(cifar10, "MD5", {f: cifar10.md5sum(folder / f) for f in cifar10.MD5})
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=cifar10.FOLDER)
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", cifar10.md5sum(archive))
+    root = tmp_path / "user"
+    shutil.copytree(folder, root / cifar10.FOLDER)
+    bad = root / cifar10.FOLDER / "data_batch_3.bin"
+    corrupt = bytearray(bad.read_bytes())
+    corrupt[100] ^= 0xFF  # one flipped byte: same size, wrong MD5
+    bad.write_bytes(bytes(corrupt))
+    return root, archive, bytes(corrupt)
+
+
+def _serve(archive, seen=None):
+    """A stand-in for torchvision's download_url that copies the local ``archive``."""
+
+    def download_url(url, root, filename=None, md5=None):
+        if seen is not None:
+            seen.append(True)
+        shutil.copy(archive, Path(root) / filename)
+
+    return download_url
+
+
+def test_fetch_names_the_corrupt_file_first_and_keeps_it_when_the_download_fails(user_copy, monkeypatch, capsys):
+    import torchvision.datasets.utils as tvu
+
+    from cnnlab.cli import main
+
+    root, _, corrupt = user_copy
+    said_first = []
+
+    def offline(url, root, filename=None, md5=None):
+        said_first.append(capsys.readouterr().err)  # what the user was told before the download
+        raise OSError("no network")
+
+    monkeypatch.setattr(tvu, "download_url", offline)
+    assert main(["data", "fetch", "cifar10", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "data_batch_3.bin" in said_first[0] and "MD5" in said_first[0]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "data_batch_3.bin failed its MD5 check" in last
+    assert "could not download" in last and "nothing under" in last and "Traceback" not in err
+    assert (root / cifar10.FOLDER / "data_batch_3.bin").read_bytes() == corrupt
+    assert sorted(p.name for p in root.iterdir()) == [cifar10.FOLDER]  # no temporary folder left
+
+
+def test_fetch_replaces_only_the_corrupt_file_after_verifying_the_download(user_copy, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    root, archive, _ = user_copy
+    folder = root / cifar10.FOLDER
+    (folder / "batches.meta.txt").write_text("my own notes\n")
+    monkeypatch.setattr(tvu, "download_url", _serve(archive))
+    assert cifar10.fetch(root) == folder
+    cifar10.verify(folder)
+    assert (folder / "batches.meta.txt").read_text() == "my own notes\n"  # a file that was fine stays
+    assert sorted(p.name for p in root.iterdir()) == [cifar10.FOLDER]  # archive and staging removed
+
+
+def test_fetch_keeps_the_users_file_when_the_download_is_corrupt_too(user_copy, monkeypatch, tmp_path):
+    import torchvision.datasets.utils as tvu
+
+    root, _, corrupt = user_copy
+    bad_release = tmp_path / "bad-release"
+    shutil.copytree(root / cifar10.FOLDER, bad_release / cifar10.FOLDER)
+    (bad_release / cifar10.FOLDER / "data_batch_3.bin").write_bytes(corrupt[:-1])  # corrupt another way
+    bad_archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad_archive, "w:gz") as tar:
+        tar.add(bad_release / cifar10.FOLDER, arcname=cifar10.FOLDER)
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", cifar10.md5sum(bad_archive))  # the archive itself checks out
+    monkeypatch.setattr(tvu, "download_url", _serve(bad_archive))
+    with pytest.raises(CnnlabError, match="not the official release.*data_batch_3.bin failed its MD5"):
+        cifar10.fetch(root)
+    assert (root / cifar10.FOLDER / "data_batch_3.bin").read_bytes() == corrupt
+
+    seen = []
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", "0" * 32)  # a download that fails the archive's MD5
+    monkeypatch.setattr(tvu, "download_url", _serve(bad_archive, seen))
+    with pytest.raises(CnnlabError, match="data_batch_3.bin failed .*cifar-10-binary.tar.gz failed its MD5"):
+        cifar10.fetch(root)
+    assert seen and (root / cifar10.FOLDER / "data_batch_3.bin").read_bytes() == corrupt
+    assert sorted(p.name for p in root.iterdir()) == [cifar10.FOLDER]
 
 
 def test_augmentation_is_a_reflect_padded_shift_or_flip():

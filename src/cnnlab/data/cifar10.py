@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import torch
 
 from cnnlab.data import data_root
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,7 @@ def write_bin(path: str | Path, images: torch.Tensor, labels: torch.Tensor) -> P
     records = np.empty((N, RECORD), dtype=np.uint8)
     records[:, 0] = labels.numpy().astype(np.uint8)
     records[:, 1:] = images.reshape(N, -1).numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    records.tofile(path)
-    return path
+    return atomic_write(path, records.tofile)
 
 
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
@@ -90,37 +91,96 @@ def md5sum(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def problems(folder: str | Path, files: tuple[str, ...] = TRAIN_FILES + TEST_FILES) -> dict[str, str]:
+    """``{file: what is wrong}`` for each of ``files`` under ``folder`` that is missing or fails its MD5."""
+    folder = Path(folder)
+    found: dict[str, str] = {}
+    for f in files:
+        if not (folder / f).is_file():
+            found[f] = "missing"
+        elif (digest := md5sum(folder / f)) != MD5[f]:
+            found[f] = f"failed its MD5 check (expected {MD5[f]}, got {digest})"
+    return found
+
+
 def verify(folder: str | Path, files: tuple[str, ...] = TRAIN_FILES + TEST_FILES) -> None:
     """Check the files against the published MD5 sums; raise a CnnlabError naming the bad ones."""
     folder = Path(folder)
-    missing = [f for f in files if not (folder / f).is_file()]
+    found = problems(folder, files)
+    missing = [f for f, why in found.items() if why == "missing"]
     if missing:
         raise CnnlabError(f"CIFAR-10 not found under {folder} (missing {', '.join(missing)}); {_missing_hint(folder)}")
-    bad = [f for f in files if md5sum(folder / f) != MD5[f]]
-    if bad:
-        raise CnnlabError(f"CIFAR-10 files under {folder} are corrupt (MD5 mismatch: {', '.join(bad)}); "
-                          f"delete them and {_missing_hint(folder)}")
+    if found:
+        raise CnnlabError(f"CIFAR-10 files under {folder} are corrupt (MD5 mismatch: {', '.join(found)}); "
+                          f"run `cnnlab data fetch cifar10 --data-root {folder.parent}` to replace them with "
+                          "verified copies (needs internet)")
 
 
 def fetch(root: str | Path | None = None) -> Path:
-    """Download and unpack the official binary archive (MD5-checked) unless already present."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """Download the official binary archive (MD5-checked) and put in place the files that are missing
+    or corrupt; files that match their published MD5 are left alone.
 
+    The archive is downloaded and unpacked into a temporary folder under the data root; a
+    corrupt file of the user's is replaced (by an atomic rename) only once the downloaded copy
+    has passed its own MD5 check, so a failed download never loses anything.
+    """
     root = data_root(root)
     folder = root / FOLDER
-    try:
-        verify(folder)
+    todo = problems(folder)
+    if not todo:
         log.info("CIFAR-10 already present and verified in %s", folder)
         return folder
-    except CnnlabError:
-        pass
+    corrupt = _describe_corrupt(folder, todo)
+    if corrupt:
+        log.warning("%s: downloading a fresh copy (a file is replaced only by a verified one)", corrupt)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".cnnlab-fetch-", dir=root))
     try:
-        download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
-    except Exception as exc:  # network errors come in many types (URLError, HTTPError, OSError)
-        raise CnnlabError(f"could not download {ARCHIVE_URL} into {root} ({exc}); copy the unpacked "
-                          f"{FOLDER}/ there by hand, or pass --data-root to a folder that holds it") from exc
+        fresh = _download(staging, folder, corrupt) / FOLDER
+        still = problems(fresh, tuple(todo))
+        if still:
+            raise CnnlabError(f"the downloaded {ARCHIVE_URL} is not the official release ("
+                              + "; ".join(f"{f} {why}" for f, why in still.items())
+                              + f"); nothing under {folder} was changed")
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in fresh.iterdir():  # the files to mend, and extras (meta, readme) not yet there
+            if item.name in todo or not (folder / item.name).exists():
+                os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     verify(folder)
     return folder
+
+
+def _describe_corrupt(folder: Path, found: dict[str, str]) -> str:
+    """The files of ``found`` (see :func:`problems`) that failed their MD5, in a few words ("" if none)."""
+    bad = [f for f, why in found.items() if why != "missing"]
+    if len(bad) == 1:
+        return f"{folder / bad[0]} {found[bad[0]]}"
+    return f"{', '.join(bad)} under {folder} failed their MD5 checks" if bad else ""
+
+
+def _download(staging: Path, folder: Path, corrupt: str) -> Path:
+    """Download the official archive into ``staging``, check its MD5 and unpack it there.
+
+    A failed or corrupt download is a CnnlabError that starts with the user's corrupt files
+    (``corrupt``) and says that nothing under ``folder`` was changed.
+    """
+    from torchvision.datasets.utils import download_url, extract_archive
+
+    archive = staging / ARCHIVE_URL.rsplit("/", 1)[-1]
+    kept = f"{corrupt}; " if corrupt else ""
+    try:
+        download_url(ARCHIVE_URL, str(staging), filename=archive.name)
+    except Exception as exc:  # network errors come in many types (URLError, HTTPError, OSError)
+        raise CnnlabError(f"{kept}could not download {ARCHIVE_URL} ({exc}); nothing under {folder} was "
+                          f"changed. Copy the unpacked {FOLDER}/ into {folder.parent} by hand, or pass "
+                          "--data-root to a folder that holds it") from exc
+    if (digest := md5sum(archive)) != ARCHIVE_MD5:
+        raise CnnlabError(f"{kept}the downloaded {archive.name} failed its MD5 check (expected {ARCHIVE_MD5}, "
+                          f"got {digest}); nothing under {folder} was changed. Try again later")
+    extract_archive(str(archive), str(staging))
+    return staging
 
 
 # ----------------------------------------------------------------------------- the data set
