@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnnlab.errors import CnnlabError
 
 CHROMIUM_ENV = "CNNLAB_CHROMIUM"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -34,23 +37,62 @@ def find_chromium() -> str | None:
     return None
 
 
-class BrowserError(RuntimeError):
-    pass
+class BrowserError(CnnlabError, RuntimeError):
+    """Chromium is missing, failed or hung; the CLI prints the message as one line."""
 
 
-def print_pdf(html: Path, pdf: Path, timeout: float = 120.0) -> Path:
+class BrowserTimeout(BrowserError):
+    """Chromium did not finish in time (its whole process group has been killed)."""
+
+
+PDF_TIMEOUT_S = 120.0  # the full report prints in seconds; past this Chromium is taken to hang
+
+
+def run_in_own_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`` in a new session.
+
+    Chromium starts renderer, GPU and zygote helpers; killing only the process it was started as
+    would leave them running. On a time-out (or Ctrl-C) the whole process group is killed with
+    ``os.killpg`` before the exception goes on.
+    """
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session leader's pid is the group id
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()  # a helper that escaped the group may still hold the pipes: do not read them
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def print_pdf(html: Path, pdf: Path, timeout: float | None = None) -> Path:
     """Print ``html`` to ``pdf`` with headless Chromium (A4, print CSS, no header/footer)."""
     exe = find_chromium()
     if exe is None:
         raise BrowserError("chromium not found: run `make setup` (it installs Debian's chromium) "
                            f"or set ${CHROMIUM_ENV}")
+    timeout = PDF_TIMEOUT_S if timeout is None else timeout
     pdf = Path(pdf).resolve()
     tmp_pdf = pdf.with_name(f".{pdf.name}.tmp")
     with tempfile.TemporaryDirectory(prefix="cnnlab-chromium-") as profile:
         cmd = [exe, *FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
                "--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000",
                f"--print-to-pdf={tmp_pdf}", Path(html).resolve().as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = run_in_own_group(cmd, timeout)
+        except BaseException as exc:
+            tmp_pdf.unlink(missing_ok=True)  # a half-printed PDF must not look like a finished one
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise BrowserTimeout(f"chromium did not finish printing {html} within {timeout:g} s and was "
+                                     "stopped; the HTML report is complete, open it in a browser, or rerun "
+                                     "with --no-pdf") from None
+            raise
     if proc.returncode != 0 or not tmp_pdf.is_file() or tmp_pdf.stat().st_size == 0:
         tmp_pdf.unlink(missing_ok=True)
         raise BrowserError(f"chromium could not print {html} (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
