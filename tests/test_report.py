@@ -11,10 +11,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import PEPPERS
 
 from cnnlab.report import build
 from cnnlab.report.browser import find_chromium
-from cnnlab.report.section import Context, Section, format_number, json_get
+from cnnlab.report.section import Context, Section, esc, format_number, json_get
 from cnnlab.report.sections import ORDER
 from cnnlab.runs import read_json
 
@@ -23,13 +24,37 @@ ARTIFACTS = Path(os.environ.get("CNNLAB_TEST_ARTIFACTS", ROOT / "runs" / "test-a
 CORE = ("batchnorm", "prediction", "featuremaps")  # sections that need only cnnlab's foundation
 needs_chromium = pytest.mark.skipif(find_chromium() is None,
                                     reason="chromium is not installed (`make setup` installs it with apt-get)")
+needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None,
+                                     reason="pdftotext (poppler-utils) is not installed")
+HOSTILE = "<img src=x onerror=alert(1)>.png"  # the photo's file name is HTML: the report must show it as text
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, peppers_path):
+def photo(tmp_path_factory) -> Path:
+    """The tiny report's photo, named :data:`HOSTILE`: a copy of the shared peppers photo, or
+    scikit-image's built-in coffee photo where the shared data is missing (the report still runs)."""
+    dest = tmp_path_factory.mktemp("photo") / HOSTILE
+    if PEPPERS.is_file():
+        shutil.copyfile(PEPPERS, dest)
+    else:
+        from PIL import Image
+        from skimage import data as skdata
+
+        Image.fromarray(skdata.coffee()).save(dest, format="PNG")
+    return dest
+
+
+def test_the_photo_works_without_the_shared_data(photo):
+    from cnnlab.images import load_image
+
+    assert load_image(photo).size == ((512, 384) if PEPPERS.is_file() else (600, 400))  # peppers, else coffee
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, photo):
     out = tmp_path_factory.mktemp("report")
-    result = build.run(build.Config(profile="tiny", out=out, data_root=peppers_path.parent,
-                                    pdf=find_chromium() is not None, quiet=True))
+    result = build.run(build.Config(profile="tiny", out=out, image=photo, pdf=find_chromium() is not None,
+                                    quiet=True))
     return result
 
 
@@ -126,7 +151,10 @@ def test_claims_follow_the_numbers(report):
     assert ("identical up to rounding" in section) == (data["neuron"]["max_abs_diff_over_biases"] < 1e-9)
     assert "bias=False" in section and "effective learning rate" in section
     pred = html[html.index('<section id="prediction"'):html.index('<section id="featuremaps"')]
-    assert "mobilenet_v2" in pred and "bell pepper" in pred  # peppers, model named, top-1 class
+    pred_run = next(r for r in results["sections"]["prediction"]["runs"] if r["name"] == "predict")
+    top1 = read_json(report.out / pred_run["run_dir"] / "predictions.json")["predictions"][0]["classes"][0]
+    assert "mobilenet_v2" in pred and f"<b>{esc(top1)}</b>" in pred  # model named, top-1 class
+    assert top1 == "bell pepper" or not PEPPERS.is_file()  # the photo is a copy of peppers when present
     for sid in CORE:  # each section names the run folder and config it came from
         runs = results["sections"][sid]["runs"]
         assert runs and all((report.out / r["run_dir"]).is_dir() for r in runs)
@@ -187,7 +215,7 @@ def test_real_browser_loads_it_cleanly(report):
 
 
 @needs_chromium
-@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+@needs_pdftotext
 def test_pdf_has_the_sections(report):
     import subprocess
 
@@ -199,9 +227,160 @@ def test_pdf_has_the_sections(report):
         assert title in flat, title
     results = read_json(report.out / "results.json")
     assert results["sections"]["prediction"]["numbers"]["prediction.p1"]["text"] in flat
+    assert "𝜇𝐵" in flat  # MathML rendered by the browser (JavaScript is off while printing): italic μ_B
     css = (report.out / "report.css").read_text()
     assert re.search(r"figure[^{]*\{[^}]*break-inside: avoid", css)  # figures are never cut across pages
     shutil.copyfile(report.pdf, ARTIFACTS / "report.pdf") if ARTIFACTS.is_dir() else None
+
+
+class _Tags(HTMLParser):
+    """Every element (tag, attributes) and the text of a page, as a browser's parser sees them."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _tags(html: str) -> _Tags:
+    p = _Tags()
+    p.feed(html)
+    return p
+
+
+def test_a_hostile_file_name_is_text_in_the_html(report):
+    page = _tags(report.html.read_text(encoding="utf-8"))
+    assert not [a for t, a in page.tags if t == "img" and a.get("src") == "x"]
+    assert not [(t, a) for t, a in page.tags if "onerror" in a]
+    assert HOSTILE in "".join(page.text)  # shown, as text, where the photo is named
+    alts = [a["alt"] for t, a in page.tags if t == "img" and "input.png" in a.get("src", "")]
+    assert alts == [f"The input photo, {HOSTILE}."]  # the caption's text, not its markup
+
+
+@needs_chromium
+def test_a_hostile_file_name_runs_nothing_in_a_browser(report, tmp_path):
+    """Loaded with JavaScript on, the page has no injected element and runs no injected script.
+
+    The copy loaded here records every ``alert()`` in the DOM; a control image of our own, with
+    an ``onerror`` that alerts, proves that such a script would run and be seen."""
+    import subprocess
+
+    from cnnlab.report.browser import chromium_flags
+
+    probe = ('<base href="{base}/"><script>window.alert = m => {{ const d = document.documentElement.dataset; '
+             'd.alerts = (d.alerts || "") + m + ";"; }};</script>').format(base=report.out.resolve().as_uri())
+    control = '<img src="missing-control.png" onerror="alert(\'control\')" hidden>'
+    html = report.html.read_text(encoding="utf-8").replace("<head>", "<head>" + probe, 1)
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", control + "</body>", 1), encoding="utf-8")
+    dom = subprocess.run([find_chromium(), *chromium_flags(), f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    tags = _tags(dom)
+    root = next(a for t, a in tags.tags if t == "html")
+    assert root.get("data-alerts") == "control;"  # our own script ran; the file name's did not
+    assert not [a for t, a in tags.tags if t == "img" and a.get("src") == "x"]
+    assert HOSTILE in "".join(tags.text)
+
+
+@needs_chromium
+@needs_pdftotext
+def test_pdf_is_printed_with_javascript_off(tmp_path):
+    import subprocess
+
+    from cnnlab.report.browser import print_pdf
+
+    page = tmp_path / "page.html"
+    page.write_text('<!DOCTYPE html><html><body><p>static text</p>'
+                    '<script>document.body.insertAdjacentHTML("beforeend", "<p>script ran</p>")</script>'
+                    "</body></html>", encoding="utf-8")
+    pdf = print_pdf(page, tmp_path / "page.pdf")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "static text" in text and "script ran" not in text
+
+
+def _fake_chromium(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A stand-in ``chromium`` that records its arguments and its profile's preferences, and
+    writes the PDF it is asked for."""
+    args, prefs = tmp_path / "args.txt", tmp_path / "prefs.json"
+    exe = tmp_path / "chromium"
+    exe.write_text(f"""#!/bin/sh
+printf '%s\\n' "$@" > '{args}'
+for a in "$@"; do
+  case "$a" in
+    --user-data-dir=*) cp "${{a#--user-data-dir=}}/Default/Preferences" '{prefs}' ;;
+    --print-to-pdf=*) printf '%%PDF-1.4 fake' > "${{a#--print-to-pdf=}}" ;;
+  esac
+done
+""")
+    exe.chmod(0o755)
+    monkeypatch.setenv("CNNLAB_CHROMIUM", str(exe))
+    return args, prefs
+
+
+@pytest.mark.parametrize("uid", [1000, 0])
+def test_chromium_keeps_its_sandbox_unless_root(tmp_path, monkeypatch, uid):
+    from cnnlab.report import browser
+
+    args, prefs = _fake_chromium(tmp_path, monkeypatch)
+    monkeypatch.setattr(browser.os, "geteuid", lambda: uid)
+    page = tmp_path / "page.html"
+    page.write_text("<p>x</p>")
+    assert browser.print_pdf(page, tmp_path / "page.pdf").read_bytes().startswith(b"%PDF")
+    assert ("--no-sandbox" in args.read_text().splitlines()) == (uid == 0)
+    assert json.loads(prefs.read_text())["profile"]["default_content_setting_values"]["javascript"] == 2  # blocked
+
+
+def test_a_changed_experiment_module_runs_again(tmp_path, monkeypatch):
+    """A cached run is reused only while the code of its section's SOURCES is unchanged."""
+    from cnnlab.report import section
+    from cnnlab.report.profiles import get_profile
+
+    calls = []
+    ctx = Context(get_profile("tiny"), tmp_path, None)
+    for _ in range(2):
+        ctx.begin(Section("x", "X", ""), ["cnnlab.batchnorm"])
+        first = ctx.cached("exp", {"a": 1}, lambda d: calls.append(d))
+    assert len(calls) == 1
+    real = section.code_version
+    monkeypatch.setattr(section, "code_version", lambda modules: real(modules) + "-edited")
+    ctx.begin(Section("x", "X", ""), ["cnnlab.batchnorm"])
+    assert ctx.cached("exp", {"a": 1}, lambda d: calls.append(d)) != first and len(calls) == 2
+
+
+def test_code_version_follows_the_source(tmp_path, monkeypatch):
+    from cnnlab.report.section import code_version
+
+    module = tmp_path / "cnnlab_probe_module.py"
+    module.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = code_version(["cnnlab_probe_module", "cnnlab.batchnorm"])
+    assert code_version(["cnnlab.batchnorm", "cnnlab_probe_module"]) == before  # order does not matter
+    module.write_text("X = 2\n")
+    assert code_version(["cnnlab_probe_module", "cnnlab.batchnorm"]) != before
+    assert code_version(["cnnlab_probe_module"]) != code_version(["cnnlab_no_such_module"])
+
+
+def test_an_unusable_photo_is_rejected_in_one_line(tmp_path, capsys):
+    from cnnlab.cli import main
+    from cnnlab.errors import ImageError
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png"):
+        build.Config(profile="tiny", image=bad)
+    assert main(["report", "--profile", "tiny", "--image", str(tmp_path / "nope.png"), "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    err = re.sub(r"\s+", " ", captured.out + captured.err)
+    assert "error:" in err and "nope.png: no such file" in err
+    assert not (tmp_path / "out").exists()  # nothing ran
 
 
 def _png(path: Path) -> None:

@@ -21,9 +21,28 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 
 CHROMIUM_ENV = "CNNLAB_CHROMIUM"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ("--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
+
+
+def chromium_flags() -> list[str]:
+    """:data:`FLAGS`, plus ``--no-sandbox`` only when running as root, where Chromium refuses to
+    start with its sandbox; any other user keeps it."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    return [*FLAGS, "--no-sandbox"] if as_root else list(FLAGS)
+
+
+def block_javascript(profile: str | Path) -> None:
+    """Block JavaScript in the Chromium profile folder ``profile`` (its default content setting).
+
+    ``--blink-settings=scriptEnabled=false`` would also stop the DevTools calls that
+    ``--print-to-pdf`` makes, so nothing is printed; the profile setting blocks the page's
+    scripts only. MathML and CSS need no JavaScript.
+    """
+    prefs = Path(profile) / "Default" / "Preferences"
+    prefs.parent.mkdir(parents=True, exist_ok=True)
+    prefs.write_text(json.dumps({"profile": {"default_content_setting_values": {"javascript": 2}}}))
 
 
 def find_chromium() -> str | None:
@@ -72,7 +91,7 @@ def run_in_own_group(cmd: list[str], timeout: float) -> subprocess.CompletedProc
 
 
 def print_pdf(html: Path, pdf: Path, timeout: float | None = None) -> Path:
-    """Print ``html`` to ``pdf`` with headless Chromium (A4, print CSS, no header/footer)."""
+    """Print ``html`` to ``pdf`` with headless Chromium (A4, print CSS, no header/footer, no JavaScript)."""
     exe = find_chromium()
     if exe is None:
         raise BrowserError("chromium not found: run `make setup` (it installs Debian's chromium) "
@@ -81,7 +100,8 @@ def print_pdf(html: Path, pdf: Path, timeout: float | None = None) -> Path:
     pdf = Path(pdf).resolve()
     tmp_pdf = pdf.with_name(f".{pdf.name}.tmp")
     with tempfile.TemporaryDirectory(prefix="cnnlab-chromium-") as profile:
-        cmd = [exe, *FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+        block_javascript(profile)  # the report needs none; a script smuggled into it must not run
+        cmd = [exe, *chromium_flags(), f"--user-data-dir={profile}", "--no-pdf-header-footer",
                "--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000",
                f"--print-to-pdf={tmp_pdf}", Path(html).resolve().as_uri()]
         try:
@@ -124,7 +144,7 @@ class _Pipe:
         self._r, from_browser_w = os.pipe()
         # the browser reads commands on fd 3 and writes replies on fd 4
         self.proc = subprocess.Popen(
-            [exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
+            [exe, *chromium_flags(), f"--user-data-dir={profile}", "--remote-debugging-pipe",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(3, 4), preexec_fn=lambda: (os.dup2(to_browser_r, 3), os.dup2(from_browser_w, 4)),

@@ -38,12 +38,18 @@ class Config(RunOptions):
                        choices=tuple(PROFILES))
     data_root: Path | None = arg(None, "folder holding the data sets and peppers.png (default: $CNNLAB_DATA_ROOT, "
                                        "../shared/data when present, else ~/.cache/cnnlab/data)")
+    image: Path | None = arg(None, "the photo for the prediction, feature-map and attack sections (default: "
+                                   "peppers.png under the data root, else a built-in photo)")
     sections: list[str] = arg(help="only these sections (default: all)", default_factory=list, metavar="SECTION")
     pdf: bool = arg(True, "print report.pdf with headless Chromium")
     force: bool = arg(False, "rerun every experiment even when a finished run with the same config exists")
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
+        if self.image is not None:
+            from cnnlab.images import load_image
+
+            load_image(self.image)  # an unusable photo fails here, in one line, before any experiment runs
         from cnnlab.report.sections import ORDER
 
         unknown = [s for s in self.sections if s not in ORDER]
@@ -116,7 +122,7 @@ def run(config: Config) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     write_run_metadata(out, config, config.device, config.seed)
     common = {"seed": config.seed, "deterministic": config.deterministic, "device": config.device, "quiet": True}
-    ctx = Context(profile, out, config.data_root, force=config.force, common=common)
+    ctx = Context(profile, out, config.data_root, force=config.force, common=common, photo=config.image)
     modules = [m for m in section_modules() if not config.sections or m.ID in config.sections]
     sections = []
     for module in modules:

@@ -1,15 +1,17 @@
 """The section interface: a section runs (or reuses) its experiment and returns its HTML.
 
 A section module defines ``ID``, ``TITLE``, ``SOURCES`` (the modules quoted in the code
-appendix) and ``build(ctx: Context) -> Section``. Every number it writes goes through
+appendix, whose source also versions the section's cached runs: ``ctx.begin(sec, SOURCES)``)
+and ``build(ctx: Context) -> Section``. Every number it writes goes through
 :meth:`Context.num`, which records the value, the text shown and where in which results JSON
-it came from, so a test can check the text against the results.
+it came from, so a test can check the text against the results. Strings from outside the code
+(file names, paths, class names) go into the HTML only through :func:`esc`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
+import importlib.util
 import json
 import logging
 import shutil
@@ -18,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from cnnlab.report.mathml import tex
 from cnnlab.report.profiles import Profile
@@ -58,7 +62,25 @@ def format_number(value: Any, spec: str) -> str:
 
 
 def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text or attribute value (``& < > " '`` escaped), as Jinja's autoescape does.
+
+    Every string that comes from outside the code (file names, paths, class names, messages)
+    goes through this before it is put into a section's HTML.
+    """
+    return str(escape(value))
+
+
+def code_version(modules: Sequence[str]) -> str:
+    """A hash of the source files of ``modules`` (a module that is not there hashes as missing).
+
+    Part of a cached run's key: a run is reused only while the code that produced it is unchanged.
+    """
+    digest = hashlib.sha256()
+    for module in sorted(set(modules)):
+        spec = importlib.util.find_spec(module)
+        origin = Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+        digest.update(module.encode() + b"\0" + (origin.read_bytes() if origin else b"<missing>") + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def json_get(data: Any, path: Sequence[Any]) -> Any:
@@ -71,18 +93,22 @@ class Context:
     """What a section may use: the profile, data root, the report folder, caching and numbers."""
 
     def __init__(self, profile: Profile, out: Path, data_root: Path | None, force: bool = False,
-                 common: dict[str, Any] | None = None) -> None:
+                 common: dict[str, Any] | None = None, photo: Path | None = None) -> None:
         self.profile = profile
         self.out = out
         self.work = out / "runs"
         self.data_root = data_root
+        self.photo = photo  # the user's photo for the photo sections (None: see report.inputs.report_photo)
         self.force = force
         self.common = common or {}  # seed/deterministic/device/quiet passed to every experiment
         self._section: Section | None = None
+        self.sources: tuple[str, ...] = ()  # the current section's experiment modules (its SOURCES)
 
     # ------------------------------------------------------------------ sections
-    def begin(self, sec: Section) -> Section:
+    def begin(self, sec: Section, sources: Sequence[str] = ()) -> Section:
+        """Start ``sec``; ``sources`` (the section's ``SOURCES``) version the runs it caches."""
         self._section = sec
+        self.sources = tuple(sources)
         return sec
 
     @property
@@ -94,12 +120,14 @@ class Context:
     def cached(self, name: str, config: dict[str, Any], runner: Callable[[Path], Any]) -> Path:
         """The run folder for ``(name, config)``: reused when finished, else (re)run by ``runner``.
 
-        The folder name hashes the config, so a changed config never reuses an old result; a run
+        The folder name hashes the config and :func:`code_version` of the section's sources, so a
+        changed config or a changed experiment module never reuses an old result; a run
         interrupted before it finished has no completion marker and is run again (into the same
         folder, so experiments that resume from checkpoints continue where they stopped).
         """
-        key = hashlib.sha256(json.dumps({"name": name, "config": config}, sort_keys=True, default=str)
-                             .encode()).hexdigest()[:10]
+        code = code_version(self.sources)
+        key = hashlib.sha256(json.dumps({"name": name, "config": config, "code": code}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:10]
         run_dir = self.work / f"{name}-{key}"
         marker = run_dir / COMPLETE
         if marker.exists() and not self.force:
@@ -109,9 +137,9 @@ class Context:
             run_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             runner(run_dir)
-            write_json(marker, {"name": name, "config": config, "seconds": time.perf_counter() - t0,
+            write_json(marker, {"name": name, "config": config, "code": code, "seconds": time.perf_counter() - t0,
                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        self.section.runs.append({"name": name, "run_dir": self.rel(run_dir), "config": config,
+        self.section.runs.append({"name": name, "run_dir": self.rel(run_dir), "config": config, "code": code,
                                   "seconds": read_json(marker).get("seconds")})
         return run_dir
 
@@ -133,7 +161,8 @@ class Context:
         rel = self.rel(dest)
         self.section.figures.append(rel)
         cls = ' class="wide"' if wide else ""
-        return (f'<figure{cls}><img src="{esc(rel)}" alt="{esc(alt or caption)}" loading="eager">'
+        alt = alt if alt is not None else Markup(caption).striptags()  # the caption's text, without its markup
+        return (f'<figure{cls}><img src="{esc(rel)}" alt="{esc(alt)}" loading="eager">'
                 f"<figcaption>{caption}</figcaption></figure>")
 
     def _key(self, key: str, value: Any) -> str:

@@ -29,14 +29,14 @@ def build(ctx: Context) -> Section:
     import cnnlab.attacks.robustness as robustness
     import cnnlab.attacks.run as attack
 
-    sec = ctx.begin(Section(ID, TITLE, ""))
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
     opts = dict(ctx.profile.attack)
     methods = list(opts.pop("methods", ("pgd",)))
     n_images = opts.pop("images", None)
     per_method = opts.pop("per_method", {})
     images: list[str] = []  # empty: the attack's defaults (peppers and three built-in photos)
     if n_images is not None:  # the smoke profile: the report's photo only
-        images = [str(report_photo(ctx.data_root, ctx.work)[0])][:n_images]
+        images = [str(report_photo(ctx.data_root, ctx.work, ctx.photo)[0])][:n_images]
     runs, data, srcs = {}, {}, {}
     for method in methods:
         cfg = {"method": method, "images": images, **opts, **per_method.get(method, {})}

@@ -19,7 +19,7 @@ def _run(ctx: Context, cfg: dict) -> Path:
 
 
 def build(ctx: Context) -> Section:
-    sec = ctx.begin(Section(ID, TITLE, ""))
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
     cfg = dict(ctx.profile.batchnorm)
     run_dir = _run(ctx, cfg)
     src = run_dir / "batchnorm.json"

@@ -39,7 +39,7 @@ def build(ctx: Context) -> Section:
     from cnnlab.train.config import identity
     from cnnlab.models import cifar
 
-    sec = ctx.begin(Section(ID, TITLE, ""))
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
     data_opts = _data_options(ctx)
     runs, results, srcs = {}, {}, {}
     for name in MODELS:

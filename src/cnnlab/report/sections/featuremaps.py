@@ -17,8 +17,8 @@ SOURCES = ("cnnlab.featuremaps.run", "cnnlab.featuremaps.extract", "cnnlab.featu
 def build(ctx: Context) -> Section:
     import cnnlab.featuremaps.run as fm
 
-    sec = ctx.begin(Section(ID, TITLE, ""))
-    photo, _ = report_photo(ctx.data_root, ctx.work)
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
+    photo, _ = report_photo(ctx.data_root, ctx.work, ctx.photo)
     cfg = {"image": str(photo), "model": "mobilenet_v2", **ctx.profile.featuremaps}
     run_dir = ctx.cached("featuremaps", cfg, lambda d: fm.run(fm.Config(
         image=photo, model=cfg["model"], per_stage=cfg.get("per_stage", 5), out=d, **ctx.common)))

@@ -14,8 +14,8 @@ SOURCES = ("cnnlab.predict", "cnnlab.models.pretrained")
 def build(ctx: Context) -> Section:
     import cnnlab.predict as predict
 
-    sec = ctx.begin(Section(ID, TITLE, ""))
-    photo, name = report_photo(ctx.data_root, ctx.work)
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
+    photo, name = report_photo(ctx.data_root, ctx.work, ctx.photo)
     cfg = {"images": [str(photo)], "model": "mobilenet_v2", **ctx.profile.predict}
     run_dir = ctx.cached("predict", cfg, lambda d: predict.run(predict.Config(
         images=[photo], model=cfg["model"], top_k=cfg.get("top_k", 3), out=d, **ctx.common)))

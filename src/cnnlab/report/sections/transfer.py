@@ -13,7 +13,7 @@ SOURCES = ("cnnlab.probe.run", "cnnlab.probe.extract", "cnnlab.probe.classify", 
 def build(ctx: Context) -> Section:
     import cnnlab.probe.run as probe
 
-    sec = ctx.begin(Section(ID, TITLE, ""))
+    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
     opts = dict(ctx.profile.probe)
     if ctx.profile.synthetic:
         from cnnlab.report.synthetic import image_folder
