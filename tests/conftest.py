@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -13,7 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CNNLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 PEPPERS = SHARED_DATA / "peppers.png"
 
+REQUIRE_DATA = "CNNLAB_REQUIRE_DATA"  # set to 1 (as .ci/run does): a missing data set fails the test
+
 os.environ.setdefault("CNNLAB_NO_PROGRESS", "1")
+
+
+def missing_data(reason: str) -> NoReturn:
+    """Skip the test for missing shared data, or fail it when ``$CNNLAB_REQUIRE_DATA=1``, so a CI
+    machine without the data goes red instead of green."""
+    if os.environ.get(REQUIRE_DATA) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_DATA}=1: missing data fails the run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,7 +70,7 @@ def _runs_in_tmp(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def peppers_path() -> Path:
     if not PEPPERS.exists():
-        pytest.skip(f"shared peppers photo not found at {PEPPERS}")
+        missing_data(f"shared peppers photo not found at {PEPPERS}")
     return PEPPERS
 
 
@@ -76,7 +87,7 @@ def syn_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        missing_data(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
