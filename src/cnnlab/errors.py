@@ -16,3 +16,7 @@ class ImageError(CnnlabError):
 
 class WeightsUnavailableError(CnnlabError):
     """Pretrained weights are neither cached locally nor downloadable."""
+
+
+class WeightsIntegrityError(WeightsUnavailableError):
+    """A weights file whose SHA-256 does not match, or that is not a plain file of tensors."""

