@@ -2,7 +2,9 @@
 
 The data root is --data-root, else $CNNLAB_DATA_ROOT, else ../shared/data when it exists,
 else ~/.cache/cnnlab/data. CIFAR-10 is the official binary archive (MD5-checked), and the six
-unpacked files are checked against their published MD5 sums.
+unpacked files are checked against their published MD5 sums. `fetch` first names any file that
+fails its MD5, and replaces it only with a downloaded copy that passed: a failed download changes
+nothing.
 
 Example: cnnlab data fetch cifar10 --data-root ~/data
 """
