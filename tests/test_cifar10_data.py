@@ -142,6 +142,21 @@ def test_fetch_names_the_corrupt_file_first_and_keeps_it_when_the_download_fails
     assert sorted(p.name for p in root.iterdir()) == [cifar10.FOLDER]  # no temporary folder left
 
 
+def test_fetch_into_a_folder_it_cannot_write_to_says_so(user_copy, monkeypatch):
+    import errno
+    import os
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/somewhere/.cnnlab-fetch-x")
+
+    root, _, corrupt = user_copy
+    monkeypatch.setattr(cifar10.tempfile, "mkdtemp", read_only)
+    with pytest.raises(CnnlabError, match=r"data_batch_3.bin failed its MD5 .*cannot download into .*user "
+                                          r"\(Permission denied\); pass --data-root"):
+        cifar10.fetch(root)
+    assert (root / cifar10.FOLDER / "data_batch_3.bin").read_bytes() == corrupt
+
+
 def test_fetch_replaces_only_the_corrupt_file_after_verifying_the_download(user_copy, monkeypatch):
     import torchvision.datasets.utils as tvu
 

@@ -133,8 +133,12 @@ def fetch(root: str | Path | None = None) -> Path:
     corrupt = _describe_corrupt(folder, todo)
     if corrupt:
         log.warning("%s: downloading a fresh copy (a file is replaced only by a verified one)", corrupt)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".cnnlab-fetch-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".cnnlab-fetch-", dir=root))
+    except OSError as exc:  # e.g. the read-only shared copy
+        raise CnnlabError(f"{corrupt + '; ' if corrupt else ''}cannot download into {root} ({exc.strerror}); "
+                          "pass --data-root to a folder you can write to") from exc
     try:
         fresh = _download(staging, folder, corrupt) / FOLDER
         still = problems(fresh, tuple(todo))
