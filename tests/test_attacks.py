@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnlab.attacks import ATTACKS, EOT, PGD, Ascent, Attack, NoAttack, project, quantize_within
 from cnnlab.attacks.base import StepOutput
-from cnnlab.attacks.transforms import RandomTransforms
+from cnnlab.attacks.transforms import Views
 
 EPS = 8 / 255
 
@@ -200,25 +200,16 @@ def test_registry_lists_attacks():
         ATTACKS.get("fgsm-typo")
 
 
-def test_eot_distribution_identity_and_flip():
-    x = images(2, 12)
-    ident = RandomTransforms(flip_p=0.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), max_rotation_deg=0.0, gray_p=0.0)
-    out = ident.sample(x, 3)
-    assert out.shape == (6, 3, 12, 12)
-    torch.testing.assert_close(out, x.repeat_interleave(3, 0), atol=1e-5, rtol=0)
-    flip = RandomTransforms(flip_p=1.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), max_rotation_deg=0.0, gray_p=1.0)
-    out = flip.sample(x, 2)
-    torch.testing.assert_close(out[:, 0], out[:, 1])  # grayscale: equal channels
-    luma = (x.flip(-1) * torch.tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
-    torch.testing.assert_close(out[::2, 0], luma, atol=1e-5, rtol=0)
-
-
-def test_eot_gradient_is_an_average_over_transforms(batch):
+def test_eot_views_are_the_exact_transforms_then_jitter(batch):
     model, x, target = batch
     attack = EOT(model, eps=EPS, steps=1, samples=5, threshold=None)
-    logp = attack._expected(x, target)
-    assert logp.shape == (2, 5) and torch.isfinite(logp).all()
-    assert math.isclose(attack.step_size, 0.5 / 255)
+    logits = attack.view_logits(x, 5)
+    assert logits.shape == (2, 10, 10) and torch.isfinite(logits).all()
+    views, names = attack.views.sample(x, 5)
+    assert names[:5] == ["none", "flip", "crop", "rotate", "grayscale"] and len(names) == 10
+    torch.testing.assert_close(views.view(2, 10, *x.shape[1:])[:, 0], x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(views.view(2, 10, *x.shape[1:])[:, 1], x.flip(-1), atol=1e-5, rtol=0)
+    assert math.isclose(attack.step_size, EPS / 4)  # α = ε/4 unless given
 
 
 def test_no_threshold_runs_the_whole_budget(batch):
@@ -239,26 +230,29 @@ def test_eot_stops_only_when_robust(batch):
     torch.testing.assert_close(lax.stop_probability(x, target), lax.target_probability(x, target))
 
 
-class _HalfBlank(RandomTransforms):
-    """A draw of n: the image itself, then n - 1 blank (all-zero) images."""
+class _HalfBlank(Views):
+    """Views of an image: the image itself, then blank (all-zero) images."""
 
-    def sample(self, x: torch.Tensor, n: int) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, n_jitter: int = 0):
+        n = 5 + n_jitter
         out = x.repeat_interleave(n, dim=0).clone()
         out.view(x.shape[0], n, *x.shape[1:])[:, 1:] = 0
-        return out
+        return out, ["none"] * n
 
 
 def test_eot_stop_needs_every_transform_not_the_mean(batch):
     """One bad transform in the draw keeps EOT going even when the mean over the draw passes."""
     model, x, target = batch
-    eot = EOT(model, eps=EPS, steps=1, samples=2, distribution=_HalfBlank())
+    eot = EOT(model, eps=EPS, steps=1, samples=2, views=_HalfBlank())
+    eot.robust_probabilities = lambda xq, t: torch.softmax(eot.view_logits(xq, 2), 2)[
+        torch.arange(len(t)), :, t]  # the views alone: one plain, six blank
     with torch.no_grad():
         p_plain = eot.target_probability(x, target)  # B
         p_blank = eot.target_probability(torch.zeros_like(x), target)  # B
-    # The stop check draws 2 x samples = 4: the plain image and three blank ones. Per image, a bar
-    # between the worst of that draw and its mean: a mean rule would pass it, the worst case not.
+    # The stop check sees 7 views: the plain image and six blank ones. Per image, a bar between
+    # the worst of them and their mean: a mean rule would pass it, the worst case not.
     lo = torch.minimum(p_plain, p_blank)
-    mean = (p_plain + 3 * p_blank) / 4
+    mean = (p_plain + 6 * p_blank) / 7
     assert (mean > lo).all()
     for i in range(x.shape[0]):
         eot.robust_threshold = float((lo[i] + mean[i]) / 2)

@@ -68,3 +68,23 @@ def test_attack_and_robustness_verbs_on_peppers(peppers_path, tmp_path):
     assert rows["none"].target_survives == (r.adv_class == SHUTTLE)
     assert all(row.p_original is not None for row in rob.rows)
     assert (rob.run_dir / "robustness.json").is_file() and rob.figure.is_file()
+
+
+def test_attack_random_target_is_seeded_outside_the_clean_top5(peppers_path, mobilenet, tmp_path):
+    from cnnlab.attacks.run import Config, run
+
+    def attack(seed: int, name: str):
+        return run(Config(images=[peppers_path], target=["Random"], method="pgd", steps=1, seed=seed,
+                          out=tmp_path / name, quiet=True))
+
+    first, again, other = attack(3, "a"), attack(3, "b"), attack(4, "c")
+    with torch.no_grad():
+        p = torch.softmax(mobilenet(mobilenet.preprocess_tensor(
+            pil_to_tensor(load_image(peppers_path))[None])).float(), 1)[0]
+    top5 = p.topk(5).indices.tolist()
+    saved = read_json(first.results_json)
+    image = saved["images"][0]
+    assert image["target_random"] and sorted(image["target_excluded"]) == sorted(top5)
+    assert image["target"] not in top5 and saved["target_draw"]["seed"] == 3
+    assert again.images[0].target == first.images[0].target  # the same seed draws the same target
+    assert other.images[0].target != first.images[0].target  # seeds 3 and 4 draw different classes

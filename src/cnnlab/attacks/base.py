@@ -109,6 +109,7 @@ class Attack(ABC):
     """
 
     name: str = "attack"
+    precheck: float = 0.5  # the exact (quantized) stop check runs once the step's P reaches this × threshold
     default_steps: int = 100
     default_step_size: float = 0.5 / 255
 
@@ -137,6 +138,9 @@ class Attack(ABC):
         self.threshold = threshold
         self.preprocess = preprocess or (lambda x: x)
         self.on_step: Callable[[int, torch.Tensor], None] | None = None  # progress hook
+        # Indices (into the batch given to ``perturb``) of the images the current ``step`` call
+        # holds, in order: a subclass with per-image state (momentum) reads its rows with it.
+        self.active: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +169,10 @@ class Attack(ABC):
     def step(self, x_adv: torch.Tensor, x: torch.Tensor, target: torch.Tensor, t: int) -> StepOutput:
         """Propose the next iterate from ``x_adv`` (B, 3, H, W); the base projects it."""
 
+    def start(self, x: torch.Tensor) -> None:
+        """Called once per ``perturb`` with the whole batch (B, 3, H, W), before the first step:
+        a subclass resets its per-image state here."""
+
     # ------------------------------------------------------------------ the loop
     def _done(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.threshold is None:
@@ -188,6 +196,7 @@ class Attack(ABC):
         x = ((images.detach().to(device, torch.float32) * 255).round() / 255)  # the 8-bit original
         t0 = time.perf_counter()
         with frozen_eval(self.model):
+            self.start(x)
             x_adv = x.clone()
             x_q = x.clone()
             steps = torch.zeros(B, dtype=torch.long, device=device)
@@ -198,6 +207,7 @@ class Attack(ABC):
                 if not active.any():
                     break
                 idx = active.nonzero().squeeze(1)
+                self.active = idx
                 out = self.step(x_adv[idx], x[idx], target[idx], t)
                 x_new = project(out.x_next.detach(), x[idx], self.eps)
                 x_adv[idx] = x_new
@@ -207,12 +217,13 @@ class Attack(ABC):
                 if out.p_target is not None and self.threshold is not None:
                     # The float iterate seen by the step is a free pre-check: only images near the
                     # threshold pay for the exact check on their quantized version.
-                    check = out.p_target >= 0.5 * self.threshold
+                    check = out.p_target >= self.precheck * self.threshold
                 if check.any():
                     sub = idx[check]
                     done[sub] = self._done(x_q[sub], target[sub])
                 if self.on_step is not None:
                     self.on_step(t + 1, done)
+            self.active = None
             p_final = self.target_probability(x_q, target)
             if self.threshold is None:
                 success = self._done(x_q, target)

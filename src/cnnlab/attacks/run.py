@@ -7,7 +7,9 @@ reach P(target) >= --threshold, or the image is reported as a failure (exit code
 
 Without images it attacks peppers (the shared copy, towards 812 space shuttle) and three
 built-in scikit-image photos (chelsea the cat -> banana, coffee -> space shuttle, the
-cameraman's tripod -> radio telescope).
+cameraman's tripod -> radio telescope). ``--target random`` draws each photo's target with the
+run's seed, uniformly over the classes outside its clean top-5, and records the draw in
+``attack.json``.
 
 Example: cnnlab attack peppers.png --target 'space shuttle' --eps 2/255 --method pgd
 """
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from cnnlab.attacks import ATTACKS
-from cnnlab.attacks.targets import Photo, default_photos, parse_class, parse_fraction
+from cnnlab.attacks.targets import EXCLUDE_TOP, Photo, default_photos, parse_class, parse_fraction, random_target
 from cnnlab.errors import CnnlabError
 from cnnlab.images import load_image, pil_to_tensor, save_png
 from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
@@ -34,6 +36,7 @@ from cnnlab.runs import new_run_dir, resolve_device, save_figure, seed_everythin
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "attack.json"
+RANDOM = "random"  # --target random
 FIGURE_FILE = "attack.png"
 
 
@@ -42,17 +45,19 @@ class Config(RunOptions):
     images: list[Path] = arg(default_factory=list, help="photos to attack (default: peppers + 3 built-in photos)",
                              positional=True, metavar="IMAGE")
     target: list[str] = arg(default_factory=list, metavar="CLASS",
-                            help="target class, index or name ('812' or 'space shuttle'): once, or one per image")
+                            help="target class, index or name ('812' or 'space shuttle'), or 'random' (drawn with --seed "
+                                 "outside the clean top-5): once, or one per image")
     true_label: list[str] = arg(default_factory=list, metavar="CLASS",
                                 help="the right class of your photo(s), to check the clean top-1 (once or per image)")
     eps: float = arg(2 / 255, "L∞ budget in [0, 1] units; fractions allowed (2/255 = two grey levels)",
                      parse=parse_fraction, metavar="EPS")
     method: str = arg("pgd", "attack", choices=tuple(ATTACKS.names()))
     steps: int | None = arg(None, "step budget (default: the method's, ascent 200, pgd 100, eot 100)")
-    step_size: float | None = arg(None, "per-step change (λ or α) in [0, 1] units (default 0.5/255)",
+    step_size: float | None = arg(None, "per-step change (λ or α) in [0, 1] units (default 0.5/255; eot: ε/4, "
+                                  "decaying)",
                                   parse=parse_fraction, metavar="SIZE")
     threshold: float = arg(0.9, "stop, and count success, when P(target) on the 8-bit image reaches this")
-    samples: int = arg(8, "eot: random transforms averaged per step")
+    samples: int = arg(3, "eot: jittered views per step, beside the plain image and the four exact transforms")
     random_start: bool = arg(False, "pgd: start from a random point in the ε-ball")
     model: str = arg(DEFAULT_MODEL, "torchvision ImageNet classifier (see `cnnlab models`)")
     model_resolution: bool = arg(False, "attack the model's 224×224 input instead of the photo itself")
@@ -72,12 +77,12 @@ class Config(RunOptions):
                 raise ValueError(f"--step-size must be in (0, 1), got {self.step_size:g}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"--threshold must be in (0, 1), got {self.threshold}")
-        if self.samples < 1:
-            raise ValueError(f"--samples must be at least 1, got {self.samples}")
+        if self.samples < 0:
+            raise ValueError(f"--samples must be at least 0, got {self.samples}")
         if self.amplify is not None and self.amplify <= 0:
             raise ValueError(f"--amplify must be > 0, got {self.amplify}")
         self.images = [Path(p) for p in self.images]
-        self.target = [str(t) for t in self.target]
+        self.target = [RANDOM if str(t).strip().lower() == RANDOM else str(t) for t in self.target]
         self.true_label = [str(t) for t in self.true_label]
         n = len(self.images)
         for flag, values in (("--target", self.target), ("--true-label", self.true_label)):
@@ -116,6 +121,8 @@ class ImageResult:
     png_exact: bool  # the saved PNG reloads to the same pixels
     original_png: str
     adversarial_png: str
+    target_random: bool = False  # drawn by --target random
+    target_excluded: list[int] | None = None  # the clean top-5 the random draw excluded
 
 
 @dataclass
@@ -179,8 +186,9 @@ def run(config: Config) -> Result:
     photos = _photos(config)
     model = load_pretrained(config.model, device=device)
     cats = model.categories
-    targets = [parse_class(t, cats) if t is not None else p.default_target
+    targets = [t if t == RANDOM else parse_class(t, cats) if t is not None else p.default_target
                for p, t in zip(photos, _per_image(config.target, len(photos), "--target"))]
+    draws = np.random.default_rng(config.seed)  # --target random: one draw per photo, in order
     truths = [(parse_class(t, cats),) if t is not None else p.true_classes
               for p, t in zip(photos, _per_image(config.true_label, len(photos), "--true-label"))]
     run_dir = new_run_dir("attack", config.out)
@@ -206,6 +214,9 @@ def run(config: Config) -> Result:
             with torch.no_grad():
                 p_clean = torch.softmax(model(preprocess(x.to(device))).float(), 1)[0].cpu()  # 1000
             clean_class = int(p_clean.argmax())
+            excluded = None
+            if target == RANDOM:
+                target, excluded = random_target(p_clean.numpy(), draws)
             correct = (clean_class in truth) if truth else None
             log.info("%s: clean top-1 %s (%d) %.1f%%; target %s (%d)", photo.name, cats[clean_class],
                      clean_class, 100 * p_clean[clean_class], cats[target], target)
@@ -246,6 +257,7 @@ def run(config: Config) -> Result:
                 linf_grey=linf_grey, linf=linf_grey / 255, psnr=psnr, ssim=ssim, steps=int(out.steps[0]),
                 seconds=out.seconds, success=bool(float(p_adv[target]) >= config.threshold and png_exact),
                 png_exact=png_exact, original_png=orig_png.name, adversarial_png=adv_png.name,
+                target_random=excluded is not None, target_excluded=excluded,
             ))
             r = rows[-1]
             log.info("%s: adversarial top-1 %s %.1f%%, P(target) %.3f, L∞ %d/255, PSNR %.1f dB, SSIM %.4f, "
@@ -261,7 +273,11 @@ def run(config: Config) -> Result:
         "threshold": result.threshold, "steps_budget": attack.steps, "step_size": attack.step_size,
         "step_size_grey": attack.step_size * 255, "samples": config.samples if config.method == "eot" else None,
         "model_resolution": config.model_resolution, "amplify": amplify, "all_success": result.all_success,
-        "seconds": result.seconds, "warnings": warnings, "figure": figure.name, "images": rows,
+        "seconds": result.seconds, "warnings": warnings, "figure": figure.name,
+        "target_draw": {"seed": config.seed, "rule": f"uniform over the classes outside the clean top-{EXCLUDE_TOP}, "
+                        "one draw per photo in order (numpy default_rng(seed))"}
+        if any(r.target_random for r in rows) else None,
+        "images": rows,
     })
     return result
 

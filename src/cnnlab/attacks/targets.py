@@ -109,3 +109,21 @@ def default_photos() -> list[Photo]:
     else:
         log.warning("peppers.png not found under ../shared/data; attacking the built-in photos only")
     return photos + [builtin_photo(n) for n in BUILTINS]
+
+
+EXCLUDE_TOP = 5  # a random target is never one of the clean photo's top-5 classes
+
+
+def random_target(p_clean, rng) -> tuple[int, list[int]]:
+    """(a target drawn uniformly over the classes outside the clean top-5, that top-5).
+
+    ``p_clean`` is the clean photo's probability vector; ``rng`` a ``numpy.random.Generator``
+    seeded by the caller (``cnnlab attack --target random`` uses the run's seed), drawn once per
+    photo in order.
+    """
+    import numpy as np
+
+    p = np.asarray(p_clean, dtype=np.float64)
+    top = [int(i) for i in np.argsort(-p, kind="stable")[:EXCLUDE_TOP]]
+    candidates = np.setdiff1d(np.arange(p.size), top)
+    return int(rng.choice(candidates)), top

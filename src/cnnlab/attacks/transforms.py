@@ -1,4 +1,4 @@
-"""Image transforms for attacks: the four robustness checks and the random EOT distribution.
+"""Image transforms for attacks: the four robustness checks and the views EOT optimizes over.
 
 Robustness set (deterministic, on (B, 3, H, W) images in [0, 1], output the same size):
 
@@ -7,9 +7,10 @@ Robustness set (deterministic, on (B, 3, H, W) images in [0, 1], output the same
 * ``rotate``: 30° counter-clockwise about the centre, bilinear, corners filled with black;
 * ``grayscale``: ITU-R 601 luma replicated to 3 equal channels.
 
-:class:`RandomTransforms` is the Expectation-over-Transformation distribution: a random
-mirror, crop, scale change and rotation combined into one affine warp, and random grayscale,
-all differentiable and batched.
+:class:`Views` is what ``eot`` optimizes over: the identity and the four robustness transforms
+exactly, plus random jitter around each, composed with the model's resize and centre crop into
+one bilinear sampling at model resolution. :func:`pil_transforms` are the same four done with
+PIL, for judging saved PNGs the way a user with PIL alone would.
 """
 
 from __future__ import annotations
@@ -68,47 +69,100 @@ def robustness_transforms() -> dict[str, Transform]:
     return {name: TRANSFORMS.get(name) for name in TRANSFORMS.names()}
 
 
-@dataclass
-class RandomTransforms:
-    """The EOT distribution; ``sample(x, n)`` returns n random transforms of each image.
+@dataclass(frozen=True)
+class ViewParams:
+    """One geometric view in normalized coordinates: rotation (degrees, counter-clockwise), zoom
+    (< 1 keeps a smaller centred region, as the 80 % crop does), mirror, shift, grayscale."""
 
-    Ranges cover the robustness set with a margin (rotation up to 35° either way, crops down to
-    70% of the area), so an attack averaged over them survives each fixed check.
+    angle: float = 0.0
+    zoom: tuple[float, float] = (1.0, 1.0)  # (x, y) fraction of the width/height sampled
+    flip: bool = False
+    gray: bool = False
+
+
+def exact_views(height: int, width: int) -> dict[str, ViewParams]:
+    """The identity and the four robustness transforms of an ``height`` × ``width`` image."""
+    h, w = crop_box(height, width)
+    return {"none": ViewParams(), "flip": ViewParams(flip=True), "crop": ViewParams(zoom=(w / width, h / height)),
+            "rotate": ViewParams(angle=ROTATION_DEG), "grayscale": ViewParams(gray=True)}
+
+
+@dataclass
+class Views:
+    """The views ``eot`` optimizes: every exact view of :func:`exact_views` plus ``jitter``
+    random ones around them (each a base view with a small extra rotation, zoom and shift), all
+    sampled in one ``grid_sample`` straight at model resolution.
+
+    With ``resize``/``crop`` set (the model's short-side resize and centre crop), the photo is
+    resized once (antialiased, like the model's own preprocessing) and each view's transform and
+    the centre crop are one affine map from the crop's pixels into the resized photo; the
+    transforms act on normalized coordinates, which a resize leaves unchanged, so this equals
+    transforming the photo and then preprocessing it, up to interpolation. Without them the
+    views keep the input's size and the caller preprocesses.
     """
 
-    flip_p: float = 0.5  # probability of a horizontal mirror
-    crop_area: tuple[float, float] = (0.7, 1.0)  # fraction of the area kept, placed at random
-    scale: tuple[float, float] = (0.9, 1.1)  # zoom factor (> 1 enlarges)
-    max_rotation_deg: float = 35.0  # uniform in [-max, max]
-    gray_p: float = 0.25  # probability of grayscale
+    resize: int | None = None
+    crop: int | None = None
+    max_angle: float = 5.0  # jitter: extra rotation uniform in ±max_angle degrees
+    max_zoom: float = 0.05  # jitter: zoom factor in [1 - max_zoom, 1 + max_zoom]
+    max_shift: float = 0.03  # jitter: shift in ±max_shift of the half-size
 
-    def affine(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """(n, 2, 3) matrices mapping output to input coordinates for ``F.affine_grid``."""
-        u = lambda lo, hi: torch.empty(n, device=device).uniform_(lo, hi)  # noqa: E731
-        zoom = u(*self.crop_area).sqrt() / u(*self.scale)  # n: < 1 samples a smaller region
-        angle = torch.deg2rad(u(-self.max_rotation_deg, self.max_rotation_deg))  # n
-        flip = torch.where(torch.rand(n, device=device) < self.flip_p, -1.0, 1.0)  # n
-        cos, sin = angle.cos(), angle.sin()
-        # Rotation in pixel units: normalized coords are scaled by (W/2, H/2), so R becomes
-        # D^-1 R D with D = diag(W, H) (the halves cancel).
-        a = width / height
-        m = torch.zeros(n, 2, 3, device=device)
-        m[:, 0, 0] = cos * flip * zoom
-        m[:, 0, 1] = -sin / a * zoom
-        m[:, 1, 0] = sin * a * flip * zoom
-        m[:, 1, 1] = cos * zoom
-        slack = (1 - zoom).clamp_min(0)  # n: how far the crop window can move from the centre
-        m[:, 0, 2] = u(-1, 1) * slack
-        m[:, 1, 2] = u(-1, 1) * slack
+    def thetas(self, params: list[ViewParams], jitter: torch.Tensor, height: int, width: int,
+               window: tuple[float, float]) -> torch.Tensor:
+        """(n, 2, 3) output-to-input maps for ``F.affine_grid``; ``jitter`` (n, 4) in [-1, 1]."""
+        n = len(params)
+        angle = torch.tensor([p.angle for p in params]) + jitter[:, 0] * self.max_angle
+        zoom = 1 + jitter[:, 1] * self.max_zoom  # n
+        zx = torch.tensor([p.zoom[0] for p in params]) * zoom * window[0]
+        zy = torch.tensor([p.zoom[1] for p in params]) * zoom * window[1]
+        flip = torch.tensor([-1.0 if p.flip else 1.0 for p in params])
+        rad = torch.deg2rad(angle)
+        a = width / height  # rotation in pixel units: D^-1 R D with D = diag(W, H)
+        m = torch.zeros(n, 2, 3)
+        m[:, 0, 0] = rad.cos() * flip * zx
+        m[:, 0, 1] = -rad.sin() / a * flip * zy
+        m[:, 1, 0] = rad.sin() * a * zx
+        m[:, 1, 1] = rad.cos() * zy
+        m[:, 0, 2] = jitter[:, 2] * self.max_shift
+        m[:, 1, 2] = jitter[:, 3] * self.max_shift
         return m
 
-    def sample(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """``x`` (B, 3, H, W) -> (B * n, 3, H, W): n random transforms of each image, image-major."""
+    def sample(self, x: torch.Tensor, n_jitter: int = 0) -> tuple[torch.Tensor, list[str]]:
+        """``x`` (B, 3, H, W) -> ((B * n, 3, h, w) views, image-major; their n names), with the
+        exact views first (no jitter) and ``n_jitter`` jittered ones cycling over the bases."""
         B, C, H, W = x.shape
-        xs = x.repeat_interleave(n, dim=0)  # B*n, 3, H, W
-        theta = self.affine(B * n, H, W, x.device)  # B*n, 2, 3
-        grid = F.affine_grid(theta, [B * n, C, H, W], align_corners=False)  # B*n, H, W, 2
-        out = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        gray = (out * torch.tensor(LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)  # B*n, 1, H, W
-        use_gray = (torch.rand(B * n, 1, 1, 1, device=x.device) < self.gray_p).float()
-        return out * (1 - use_gray) + gray.expand_as(out) * use_gray
+        base = exact_views(H, W)
+        names = list(base) + [f"{k}~" for k in list(base) * (n_jitter // len(base) + 1)][:n_jitter]
+        params = [base[k.rstrip("~")] for k in names]
+        jitter = torch.zeros(len(names), 4)
+        jitter[len(base):].uniform_(-1, 1)
+        if self.resize is not None:
+            x = TF.resize(x, self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        h, w = x.shape[-2:]
+        out_h, out_w = (self.crop, self.crop) if self.crop is not None else (h, w)
+        theta = self.thetas(params, jitter, h, w, (out_w / w, out_h / h)).to(x.device, x.dtype)  # n, 2, 3
+        n = len(names)
+        theta = theta.repeat(B, 1, 1)  # B*n: image-major
+        grid = F.affine_grid(theta, [B * n, C, out_h, out_w], align_corners=False)
+        out = F.grid_sample(x.repeat_interleave(n, dim=0), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+        gray = torch.tensor([p.gray for p in params], device=x.device).repeat(B).view(-1, 1, 1, 1)
+        luma = (out * torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return torch.where(gray, luma.expand_as(out), out), names
+
+
+def pil_transforms() -> dict[str, Callable]:
+    """The four robustness transforms done with PIL on a PIL RGB image (what a user checking a
+    saved PNG with PIL alone would do): mirror, the centred 80 % crop resized back (bilinear),
+    30° counter-clockwise bilinear rotation with black corners, ITU-R 601 grayscale."""
+    from PIL import Image, ImageOps
+
+    def crop(img: Image.Image) -> Image.Image:
+        W, H = img.size
+        h, w = crop_box(H, W)
+        top, left = int(round((H - h) / 2)), int(round((W - w) / 2))
+        return img.crop((left, top, left + w, top + h)).resize((W, H), Image.Resampling.BILINEAR)
+
+    return {"flip": ImageOps.mirror, "crop": crop,
+            "rotate": lambda img: img.rotate(ROTATION_DEG, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)),
+            "grayscale": lambda img: img.convert("L").convert("RGB")}
