@@ -68,3 +68,26 @@ def load_image_folder(path: str | Path, *, test_fraction: float = 0.2, seed: int
         raise DatasetNotFoundError(f"no test images under {root}; add more images per class or a test/ folder")
     log.info("image folder %s: %d classes, %d train, %d test images", root, len(classes), len(train), len(test))
     return ImageSplits(f"folder-{root.resolve().name}", train, test)
+
+
+def all_images(path: str | Path) -> tuple[LabeledImages | None, list[Path]]:
+    """Every image under ``path``: (labelled images, unlabelled images).
+
+    Class sub-folders (either layout above, train and test together) give the labelled images;
+    image files directly in ``path`` (or in all of it, when it has no class sub-folders with
+    images) are unlabelled. Raises :class:`DatasetNotFoundError` when there is no image at all.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} does not exist")
+    split_dirs = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
+    classes = sorted({d.name for s in split_dirs for d in _class_dirs(s)})
+    parts = [_read_split(s, classes) for s in split_dirs]
+    labelled = LabeledImages(tuple(p for part in parts for p in part.paths),
+                             tuple(y for part in parts for y in part.labels), tuple(classes))
+    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not len(labelled):
+        labelled, loose = None, _images_in(root)
+    if labelled is None and not loose:
+        raise DatasetNotFoundError(f"no image files under {root} (image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return labelled, loose

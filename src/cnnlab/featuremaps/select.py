@@ -17,6 +17,8 @@ duplicates of each other.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,14 +63,24 @@ def score_channels(fmap: torch.Tensor) -> list[ChannelScore]:
     return [ChannelScore(c, float(score[c]), float(contrast[c]), float(structure[c]), bool(dead[c])) for c in range(C)]
 
 
-def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9) -> list[ChannelScore]:
-    """The ``k`` best-scoring, non-dead, mutually dissimilar channels of ``fmap`` (C, H, W)."""
+def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9,
+                    rank: Sequence[float] | None = None) -> list[ChannelScore]:
+    """The ``k`` best non-dead, mutually dissimilar channels of ``fmap`` (C, H, W).
+
+    "Best" is the highest score, or, when ``rank`` (C,) is given, the highest ``rank`` (ties and
+    NaN ranks last, by score): e.g. the channels' selectivity on an image set.
+    """
     scores = score_channels(fmap)
     flat = fmap.float().flatten(1)
     flat = flat - flat.mean(1, keepdim=True)
     flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if rank is None:
+        order = sorted(scores, key=lambda s: (s.dead, -s.score))
+    else:
+        order = sorted(scores, key=lambda s: (s.dead, math.isnan(rank[s.channel]),
+                                              -(0.0 if math.isnan(rank[s.channel]) else rank[s.channel]), -s.score))
     chosen: list[ChannelScore] = []
-    for s in sorted(scores, key=lambda s: -s.score):
+    for s in order:
         if s.dead:
             break
         if any(float(flat[s.channel] @ flat[c.channel]) > max_similarity for c in chosen):
@@ -78,7 +90,7 @@ def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9)
             break
     if len(chosen) < k:  # fall back to the best remaining live channels, similar or not
         taken = {c.channel for c in chosen}
-        chosen += [s for s in sorted(scores, key=lambda s: -s.score) if not s.dead and s.channel not in taken][: k - len(chosen)]
+        chosen += [s for s in order if not s.dead and s.channel not in taken][: k - len(chosen)]
     return chosen
 
 
