@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import pytest
 
@@ -123,3 +124,29 @@ def test_report_with_a_hung_chromium_keeps_the_html_and_says_why_there_is_no_pdf
     _assert_all_stopped(pids)
     assert (out / "index.html").stat().st_size > 0
     assert not (out / "report.pdf").exists() and not list(out.glob(".report.pdf*"))
+
+
+def test_a_checkpoint_on_a_full_disk_is_an_oserror_naming_it(tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    from cnnlab.train import checkpoint
+
+    if not (os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode)):
+        pytest.skip("no /dev/full device on this system")
+    real_mkstemp = tempfile.mkstemp
+
+    def temp_file_on_a_full_disk(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        os.close(fd)
+        os.unlink(name)
+        os.symlink("/dev/full", name)  # every write to it fails with ENOSPC, as on a full disk
+        return os.open(name, os.O_WRONLY), name
+
+    monkeypatch.setattr(runs.tempfile, "mkstemp", temp_file_on_a_full_disk)
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(OSError) as info:
+        checkpoint.save(target, {"weights": torch.zeros(100_000)})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no temporary file

@@ -19,8 +19,16 @@ WEIGHTS = "model.pt"          # the final weights alone (a state_dict)
 
 
 def save(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (a crash leaves the previous file intact)."""
-    return atomic_write(path, lambda p: torch.save(state, p))
+    """Write ``state`` to ``path`` atomically (a crash leaves the previous file intact).
+
+    torch writes through a Python file object here, so a full disk raises ``OSError`` (ENOSPC)
+    like every other write, instead of the ``RuntimeError`` its own file writer raises.
+    """
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+
+    return atomic_write(path, write)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
