@@ -4,8 +4,12 @@ One :class:`Context` (rank, world size, device) for every verb that runs distrib
 
 * ``train``: every rank builds the same model from the same seed and draws the same shuffled
   order and augmentations for each *global* batch, then takes its own contiguous shard of it.
-  DDP (:func:`wrap`) averages the gradients, so the update equals a single process's on the
-  whole global batch.
+  DDP (:func:`wrap`) averages the gradients, and :func:`sync_batchnorm` makes every BatchNorm
+  layer normalize with the statistics of the whole global batch (and update its running
+  statistics with them), so the update equals a single process's on the whole global batch,
+  with or without BatchNorm. torch's ``SyncBatchNorm`` does this on CUDA; it rejects CPU tensors
+  (its kernels are CUDA-only, and DDP refuses CPU modules holding one), so on the CPU
+  :class:`CpuSyncBatchNorm` does it with two differentiable all-reduces over gloo.
 * ``probe``: each rank extracts the features of every world_size-th image; rank 0 gathers them
   and fits the classifier alone.
 
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,116 @@ def teardown(ctx: Context, *, wait: bool = False) -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """The sum of a tensor over the ranks of ``group``; its gradient is the sum of the ranks' gradients
+    (every rank's loss depends on the total, so each rank's share receives all of them)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        total = tensor.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def batch_norm_over_ranks(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                          group) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Training-mode BatchNorm of the batch made of every rank's ``x``: (y, mean, biased var, count).
+
+    Differentiable, in float32 at least (bf16 under autocast is promoted); ``y`` has ``x``'s dtype.
+    Two passes (the global mean first, then the squared deviations from it): no cancellation. The
+    ranks' batches may differ in size (the count is summed with the sums), even be empty.
+    """
+    C = x.shape[1]
+    dims = [d for d in range(x.dim()) if d != 1]  # all but the channels
+    shape = [1, C] + [1] * (x.dim() - 2)          # 1, C, 1, 1 for B, C, H, W
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    sums = _AllReduceSum.apply(torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() // C)]), group)  # C + 1
+    count = sums[C].item()
+    mean = sums[:C] / count
+    centred = xf - mean.view(shape)
+    var = _AllReduceSum.apply(centred.square().sum(dims), group) / count
+    y = centred * torch.rsqrt(var + eps).view(shape)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y.to(x.dtype), mean.detach(), var.detach(), count
+
+
+class CpuSyncBatchNorm(_BatchNorm):
+    """BatchNorm whose training-mode statistics are those of the global batch, for CPU ranks (gloo).
+
+    torch's ``nn.SyncBatchNorm`` rejects CPU tensors (its kernels exist for CUDA only; DDP also
+    refuses CPU modules holding one), so CPU training uses this layer: with more than one rank it
+    normalizes by :func:`batch_norm_over_ranks` and updates the running statistics as torch's
+    BatchNorm does (momentum, or the cumulative average when momentum is None, as ``update_bn``
+    sets it; the unbiased variance of the global batch). Otherwise (eval mode, one rank) it is
+    plain BatchNorm. Its parameters and buffers are BatchNorm's: state dicts load into
+    ``BatchNorm2d`` layers and back.
+    """
+
+    def __init__(self, *args, process_group=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized()):
+            return super().forward(input)
+        group = self.process_group or dist.group.WORLD
+        if dist.get_world_size(group) == 1:
+            return super().forward(input)
+        y, mean, var, count = batch_norm_over_ranks(input, self.weight, self.bias, self.eps, group)
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_((var * (count / max(count - 1, 1))).to(self.running_var.dtype), factor)
+        return y
+
+
+def sync_batchnorm(module: nn.Module, device: str) -> nn.Module:
+    """``module`` with every BatchNorm layer synchronized over the ranks: torch's
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` on accelerators, :class:`CpuSyncBatchNorm` on the CPU.
+
+    The new layers share the old ones' parameters and buffers. Children are replaced in place and
+    the module itself is returned (a new one only if ``module`` is itself a BatchNorm layer).
+    """
+    if torch.device(device).type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, CpuSyncBatchNorm):
+        out = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats, bias=module.bias is not None,
+                               process_group=getattr(module, "process_group", None))
+        out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, sync_batchnorm(child, device))
+    return out
+
+
 def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
-    """The model DDP-wrapped when running distributed (gradients averaged over ranks)."""
+    """The model DDP-wrapped when running distributed: gradients averaged over ranks, BatchNorm
+    statistics computed over the global batch (``model``'s BatchNorm layers are converted in place
+    by :func:`sync_batchnorm`, keeping their parameters, so build the optimizer after this)."""
     if not ctx.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    model = sync_batchnorm(model, ctx.device)
     ids = [torch.device(ctx.device).index] if ctx.device.startswith("cuda") else None
     return DistributedDataParallel(model, device_ids=ids)

@@ -256,7 +256,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
     bn_note = None
     if recipe.precise_bn:
         t0 = time.perf_counter()
-        if precise_bn(model, train, precision=precision):
+        if precise_bn(model, train, precision=precision, ctx=ctx):
             bn_note = dict(test_loss_before=test_loss, test_accuracy_before=plain_acc, images=len(train))
             test_loss, plain_acc = evaluate(model, test, ctx=ctx, precision=precision)
             bn_note["seconds"] = time.perf_counter() - t0

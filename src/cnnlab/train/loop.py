@@ -92,13 +92,17 @@ def lr_factor(step: int, total: int, recipe: Recipe) -> float:
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """BatchNorm biases get ``bias_lr_scale`` x the lr and weight decay / that scale."""
+    """BatchNorm biases get ``bias_lr_scale`` x the lr and weight decay / that scale.
+
+    Any BatchNorm kind counts (``SyncBatchNorm`` too), so a model converted for DDP gets the same
+    groups, in the same order, as the plain one: the same update, and checkpoints load across both.
+    """
     bn_bias, other = [], []
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            (bn_bias if isinstance(m, nn.BatchNorm2d) and name == "bias" else other).append(p)
+            (bn_bias if isinstance(m, nn.modules.batchnorm._BatchNorm) and name == "bias" else other).append(p)
     s = recipe.bias_lr_scale
     groups = [dict(params=other, lr=recipe.lr, weight_decay=recipe.weight_decay, lr_scale=1.0)]
     if bn_bias:
@@ -208,15 +212,17 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
 
 @torch.no_grad()
 def precise_bn(model: nn.Module, data: Split, *, precision: Precision, batch_size: int = 500,
-               transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+               transform: Callable[[torch.Tensor], torch.Tensor] | None = None, ctx: Context | None = None) -> int:
     """Replace the BatchNorm running statistics by their exact average over ``data``.
 
     During training they are an exponential average over the last few dozen augmented batches,
     taken while the weights still moved. With the weights frozen, "precise BN" (Wu & Johnson, 2021,
     "Rethinking Batch in BatchNorm"; torch's ``update_bn``: reset, then a cumulative average in
     train mode, the model's mode restored) measures them once over the whole set. The trainer uses
-    the clean images (``transform=None``): deterministic, so every DDP rank gets the same result on
-    its own; ``transform`` (uint8 batch -> uint8 batch, e.g. augmentation) is for experiments.
+    the clean images (``transform=None``); ``transform`` (uint8 batch -> uint8 batch, e.g.
+    augmentation) is for experiments. Under DDP, pass ``ctx`` with a model whose BatchNorm layers
+    :func:`cnnlab.distributed.wrap` synchronized: each rank runs its share of every batch and the
+    layers see the whole batch, so every rank gets one process's result (a world_size-th of the work).
     Returns the number of BatchNorm layers updated (0: nothing to do).
     """
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -226,6 +232,8 @@ def precise_bn(model: nn.Module, data: Split, *, precision: Precision, batch_siz
     def batches():
         for i in range(0, len(data), batch_size):
             x = data.images[i:i + batch_size]  # B, 3, 32, 32 uint8
+            if ctx is not None and ctx.enabled:
+                x = x.tensor_split(ctx.world_size)[ctx.rank]  # this rank's share (sizes may differ by 1)
             yield precision.images(x if transform is None else transform(x))
 
     with precision.autocast(str(data.images.device)):
