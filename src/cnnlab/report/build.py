@@ -38,8 +38,8 @@ class Config(RunOptions):
                        choices=tuple(PROFILES))
     data_root: Path | None = arg(None, "folder holding the data sets and peppers.png (default: $CNNLAB_DATA_ROOT, "
                                        "../shared/data when present, else ~/.cache/cnnlab/data)")
-    image: Path | None = arg(None, "the photo for the prediction, feature-map and attack sections (default: "
-                                   "peppers.png under the data root, else a built-in photo)")
+    image: Path | None = arg(None, "the photo for the prediction and feature-map sections, and the tiny profile's "
+                                   "attack (default: peppers.png under the data root, else a built-in photo)")
     sections: list[str] = arg(help="only these sections (default: all)", default_factory=list, metavar="SECTION")
     pdf: bool = arg(True, "print report.pdf with headless Chromium")
     force: bool = arg(False, "rerun every experiment even when a finished run with the same config exists")
