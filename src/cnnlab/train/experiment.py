@@ -6,7 +6,8 @@ and history.csv, and writes checkpoint.pt atomically; --resume RUN continues an 
 run (with --deterministic it ends with the same weights). A folder (--out) that already
 holds a finished run with the same options is reused; an unfinished one is resumed.
 Figures: loss.png (loss and accuracy per epoch), filters.png (the first-layer filters).
-Data-parallel: torchrun --nproc_per_node N -m cnnlab train ... (rank 0 writes).
+Data-parallel: torchrun --nproc_per_node N -m cnnlab train ... (rank 0 writes; BatchNorm statistics
+are synchronized across ranks, see cnnlab.distributed).
 
 Example: cnnlab train --model hw-mish-bn --epochs 30 --out runs/train/bn
 """
