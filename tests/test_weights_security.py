@@ -60,11 +60,11 @@ def test_cli_refuses_a_forged_weights_file_in_one_line(tmp_path, peppers_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     output = proc.stdout + proc.stderr
     lines = [line for line in output.splitlines() if line.strip()]
+    assert not (tmp_path / MARKER).exists(), "the pickle in the weights file was run"
     assert proc.returncode == 2, output
     assert "Traceback" not in output
     assert len(lines) == 1 and lines[0].startswith("error: "), output
     assert str(path) in lines[0] and "pinned SHA-256" in lines[0] and "make setup" in lines[0]
-    assert not (tmp_path / MARKER).exists()
     assert path.read_bytes() == FORGED  # left in place for inspection; `make setup` replaces it
 
 
