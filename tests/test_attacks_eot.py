@@ -122,3 +122,37 @@ def test_pil_transforms_match_the_tensor_transforms():
         ref = robustness_transforms()[name](x)[0]
         assert (out - ref).abs()[:, 3:-3, 3:-3].mean() < 0.02, name
     assert F.mse_loss(pil_to_tensor(pil_transforms()["flip"](img)), x[0].flip(-1)) == 0
+
+
+def test_price_of_robustness_curve_and_smallest_eps():
+    from pathlib import Path
+
+    from cnnlab.attacks.robustness import Item, price_of_robustness
+
+    survives = {("pgd", 2): {"a": False, "b": False}, ("pgd", 8): {"a": True, "b": False},
+                ("eot", 2): {"a": True, "b": False}, ("eot", 4): {"a": True, "b": True}}
+    items, summary = [], {}
+    for (method, eps), by_photo in survives.items():
+        for photo, ok in by_photo.items():
+            label = f"{method} {eps}/255: {photo}"
+            items.append(Item(label, Path(f"{label}.png"), "m", False, 1, 0, method, float(eps), photo))
+            summary[label] = {"all_four": ok}
+    curve, min_eps = price_of_robustness(items, summary)
+    assert curve == {"pgd": {"2": 0.0, "8": 0.5}, "eot": {"2": 0.5, "4": 1.0}}
+    assert min_eps == {"pgd": {"a": 8.0, "b": None}, "eot": {"a": 2.0, "b": 4.0}}
+
+
+def test_robustness_grid_pages_are_a4_legible():
+    from cnnlab.attacks.robustness import PAGE_ROWS
+    from cnnlab.plots.attacks import RobustnessCell, robustness_grid, survival_vs_eps
+
+    cell = RobustnessCell(np.zeros((30, 40, 3)), "Granny Smith apple 97%", True)
+    fig = robustness_grid([(f"eot 2/255: photo{i}", [cell] * 5) for i in range(PAGE_ROWS)], ["none", "flip", "crop",
+                                                                                               "rotate", "grayscale"])
+    width, height = fig.get_size_inches()
+    assert width <= 7.3 and height <= 10.5  # prints at scale 1 on an A4 page's text block
+    fig.canvas.draw()
+    titles = [ax.title for ax in fig.axes]
+    assert all(t.get_fontsize() >= 8 for t in titles)
+    assert all(max(len(line) for line in t.get_text().split("\n")) <= 18 for t in titles)
+    assert len(survival_vs_eps({"pgd": {"1": 0.0, "2": 0.25}, "eot": {"1": 0.5, "2": 1.0}}).axes[0].lines) == 2

@@ -493,8 +493,8 @@ def _fake_attacks(monkeypatch, eot_better: bool = True) -> list[str]:
             good = (method == "eot") == eot_better
             for t in transforms:
                 rows.append({"label": label, "transform": t, "target_survives": good or t == "identity",
-                             "p_target": 0.9 if good else 0.1})
-            summary[label] = {t: good for t in transforms}
+                             "p_target": 0.9 if good else 0.1, "target_name": "space shuttle"})
+            summary[label] = {**{t: good for t in transforms}, "all_four": good}
         write_json(config.out / "robustness.json", {"transforms": transforms, "summary": summary, "rows": rows})
         _png(config.out / "robustness.png")
 
@@ -527,11 +527,11 @@ def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
     profile = Profile("t", "t", attack={"methods": ("pgd", "eot")})
     adversarial.build(Context(profile, tmp_path, None))
     adversarial.build(Context(profile, tmp_path, None))
-    assert attacked == ["pgd", "eot"]  # the second build reused both
+    assert attacked == ["pgd", "eot"] * 2  # chosen, then random targets; the second build reused all four
     source, truth, target = targets.BUILTINS["camera"]
     monkeypatch.setitem(targets.BUILTINS, "camera", (source, truth, target + 1))
     adversarial.build(Context(profile, tmp_path, None))
-    assert attacked == ["pgd", "eot"] * 2  # a default photo's target changed: both attack again
+    assert attacked == ["pgd", "eot"] * 4  # a default photo's target changed: all attack again
     monkeypatch.setattr(EOT, "default_robust_threshold", EOT.default_robust_threshold + 0.1)
     adversarial.build(Context(profile, tmp_path, None))
-    assert attacked == ["pgd", "eot"] * 2 + ["eot"]  # only EOT's own setting changed
+    assert attacked == ["pgd", "eot"] * 4 + ["eot"] * 2  # only EOT's own setting changed

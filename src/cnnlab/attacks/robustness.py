@@ -7,13 +7,18 @@ crop keeping 80% of the area (resized back), a 30° rotation, and grayscale repl
 channels. Several runs side by side (e.g. a pgd run and an eot run) show why plain attacks break
 under transforms and EOT ones do not.
 
+Runs of the same method at several ε give the price of robustness: the fraction of photos whose
+target survives all four transforms at each ε (``survival_eps.png``), and for each photo the
+smallest ε at which it does (``robustness.json``, ``min_eps``). The grid of transformed images
+is also written in pages of ``PAGE_ROWS`` rows (``robustness-1.png``, ...), legible on an A4 page.
+
 Example: cnnlab robustness runs/attack/<pgd-run> runs/attack/<eot-run>
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from cnnlab.runs import new_run_dir, read_json, resolve_device, save_figure, see
 log = logging.getLogger(__name__)
 
 IDENTITY = "none"
+PAGE_ROWS = 4  # rows of the grid per page figure
 
 
 @dataclass(kw_only=True)
@@ -55,12 +61,15 @@ class Config(RunOptions):
 class Item:
     """One adversarial image to check."""
 
-    label: str  # e.g. "pgd: peppers"
+    label: str  # e.g. "pgd 2/255: peppers"
     path: Path
     model: str
     model_resolution: bool
     target: int | str | None
     original: int | str | None  # the clean class, when known
+    method: str | None = None  # from the attack run, when known
+    eps_grey: float | None = None
+    image: str = ""  # the photo's name in the attack run
 
 
 @dataclass
@@ -87,6 +96,8 @@ class Result:
     transforms: list[str]
     figure: Path
     results_json: Path
+    survival_by_eps: dict[str, dict[str, float]] = field(default_factory=dict)
+    min_eps: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def _items(config: Config) -> list[Item]:
@@ -96,8 +107,9 @@ def _items(config: Config) -> list[Item]:
         if p.is_dir() and (p / RESULTS_FILE).exists():
             res, cfg = read_json(p / RESULTS_FILE), read_json(p / "config.json")
             for im in res["images"]:
-                items.append(Item(f"{res['method']}: {im['name']}", p / im["adversarial_png"], cfg.get("model", DEFAULT_MODEL),
-                                  bool(res.get("model_resolution")), im["target"], im["clean_class"]))
+                items.append(Item(f"{res['method']} {res['eps_grey']:g}/255: {im['name']}", p / im["adversarial_png"],
+                                  cfg.get("model", DEFAULT_MODEL), bool(res.get("model_resolution")), im["target"],
+                                  im["clean_class"], res["method"], float(res["eps_grey"]), im["name"]))
         elif p.is_dir() and not any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
             raise CnnlabError(f"{p}: neither an attack run folder (no {RESULTS_FILE}) nor a folder of images")
         else:
@@ -162,8 +174,39 @@ def run(config: Config) -> Result:
         mine = {r.transform: r.target_survives for r in rows if r.label == item.label}
         summary[item.label] = {**mine, "all_four": all(mine[t] for t in names[1:])}
     figure = save_figure(robustness_grid(grid, names), run_dir / "robustness.png")
-    results_json = write_json(run_dir / "robustness.json", {"transforms": names, "summary": summary, "rows": rows})
-    return Result(run_dir, rows, summary, names, figure, results_json)
+    pages = [save_figure(robustness_grid(grid[i:i + PAGE_ROWS], names), run_dir / f"robustness-{i // PAGE_ROWS + 1}.png")
+             for i in range(0, len(grid), PAGE_ROWS)]
+    curve, min_eps = price_of_robustness(items, summary)
+    eps_figure = None
+    if curve:
+        from cnnlab.plots.attacks import survival_vs_eps
+
+        eps_figure = save_figure(survival_vs_eps(curve), run_dir / "survival_eps.png").name
+    results_json = write_json(run_dir / "robustness.json", {
+        "transforms": names, "summary": summary, "survival_by_eps": curve, "min_eps": min_eps,
+        "pages": [f.name for f in pages], "survival_figure": eps_figure, "rows": rows})
+    return Result(run_dir, rows, summary, names, figure, results_json, curve, min_eps)
+
+
+def price_of_robustness(items: list[Item], summary: dict[str, dict[str, object]]
+                        ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float | None]]]:
+    """From attack runs: per method, the fraction of photos surviving all four transforms at each
+    ε ({method: {"2": 0.5, ...}}, ε in grey levels), and per method and photo the smallest ε at
+    which the photo survives all four (None: at no ε tried)."""
+    runs: dict[str, dict[float, list[tuple[str, bool]]]] = {}
+    for item in items:
+        if item.method is not None and item.eps_grey is not None:
+            runs.setdefault(item.method, {}).setdefault(item.eps_grey, []).append(
+                (item.image, bool(summary[item.label]["all_four"])))
+    curve = {m: {f"{e:g}": sum(ok for _, ok in v) / len(v) for e, v in sorted(by.items())} for m, by in runs.items()}
+    min_eps: dict[str, dict[str, float | None]] = {}
+    for m, by in runs.items():
+        for e, v in sorted(by.items()):
+            for image, ok in v:
+                mine = min_eps.setdefault(m, {})
+                if mine.get(image) is None:
+                    mine[image] = e if ok else None
+    return curve, min_eps
 
 
 def present(result: Result) -> int:
@@ -175,6 +218,10 @@ def present(result: Result) -> int:
               f"{'yes' if r.target_survives else 'no':>8s} {r.p_target:9.3f} {p_orig}")
     n_all = sum(bool(s["all_four"]) for s in result.summary.values())
     print(f"target top-1 under all four transforms: {n_all}/{len(result.summary)} images")
+    for method, curve in result.survival_by_eps.items():
+        print(f"{method}: survives all four at ε " + ", ".join(f"{e}/255: {v:.0%}" for e, v in curve.items()))
+        print("  smallest ε surviving all four: " + ", ".join(
+            f"{name} {e:g}/255" if e is not None else f"{name} none" for name, e in result.min_eps[method].items()))
     print(f"figure: {result.figure}")
     print(f"results: {result.results_json}")
     return 0

@@ -58,17 +58,44 @@ class RobustnessCell:
 
 
 def robustness_grid(rows: list[tuple[str, list[RobustnessCell]]], columns: list[str]) -> Figure:
-    """One row per adversarial image, one column per transform; titles green where the target survives."""
+    """One row per adversarial image, one column per transform; titles green where the target survives.
+
+    The figure is 7.2 inches wide, the text width of an A4 page, so its 8-point titles print at 8
+    points; a page of four rows fits one A4 page.
+    """
     ncols = len(columns)
-    fig = Figure(figsize=(2.3 * ncols, 2.5 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(7.2, 2.1 * len(rows) + 0.3), layout="constrained")
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, (label, cells) in enumerate(rows):
         for c, cell in enumerate(cells):
             ax = axes[r, c]
             ax.imshow(_float(cell.image), interpolation="nearest")
             head = f"{columns[c]}\n" if r == 0 else ""
-            ax.set_title(head + cell.title, fontsize=8, color="tab:green" if cell.survived else "tab:red")
+            ax.set_title(head + _wrap(cell.title), fontsize=8, color="tab:green" if cell.survived else "tab:red")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=8)
+    return fig
+
+
+def _wrap(title: str, width: int = 18) -> str:
+    """A class name and probability on lines of at most ``width`` characters (narrow columns)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
+
+
+def survival_vs_eps(curve: dict[str, dict[str, float]]) -> Figure:
+    """Fraction of photos whose target survives all four transforms, against ε, one line per method."""
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for method, points in curve.items():
+        eps = [float(e) for e in points]
+        ax.plot(eps, [100 * v for v in points.values()], marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ε (grey levels of 255)")
+    ax.set_ylabel("photos surviving all four transforms (%)")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return fig

@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
         "tiny", "smoke test: synthetic data sets, a few training steps, one attack of a few steps",
         batchnorm={"batch_size": 16},
         predict={"top_k": 3},
-        featuremaps={"per_stage": 5},
+        featuremaps={"per_stage": 5, "select": "selective", "top_k": 6},  # top images over a synthetic folder
         probe={"images_per_class": 6, "classes": 3},  # synthetic image folder
         # two epochs for the with/without-BatchNorm loss comparison; one for `improved`
         train={"hw-mish": {"epochs": 2, "limit_train": 32, "limit_test": 20, "batch_size": 16},
@@ -42,7 +42,7 @@ PROFILES: dict[str, Profile] = {
         "quick", "demo: shared data, a short CIFAR-10 training per network, the Pets subset, all attacks",
         batchnorm={"batch_size": 32},
         predict={"top_k": 3},
-        featuremaps={"per_stage": 5},
+        featuremaps={"per_stage": 5, "select": "selective", "top_k": 8},  # top images over Pets + photos
         probe={},  # the Pets copy present under the data root (the shared subset here)
         # ~2 epochs on a 10k subset per net keeps CIFAR-10 to a few minutes on 2 cores. No
         # test-time augmentation: after 2 epochs it adds under a point (39.3 vs 38.5 % for hw-mish)
@@ -51,16 +51,16 @@ PROFILES: dict[str, Profile] = {
         train={"hw-mish": {"epochs": 2, "limit_train": 10000, "tta": False},
                "hw-mish-bn": {"epochs": 2, "limit_train": 10000, "tta": False},
                "improved": {"epochs": 2, "limit_train": 10000, "tta": False}},
-        attack={"methods": ("ascent", "pgd", "eot")},
+        attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
     "full": Profile(
         "full", "the real thing: full data sets and each network's full training schedule",
         batchnorm={"batch_size": 64},
         predict={"top_k": 3},
-        featuremaps={"per_stage": 5},
+        featuremaps={"per_stage": 5, "select": "selective", "top_k": 8},  # top images over Pets + photos
         probe={},
         train={"hw-mish": {}, "hw-mish-bn": {}, "improved": {}},  # the models' own recipes
-        attack={"methods": ("ascent", "pgd", "eot")},
+        attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
 }
 
