@@ -16,6 +16,7 @@ import subprocess
 import sys
 import zipfile
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,6 +137,27 @@ def test_a_missing_file_is_downloaded_with_the_name_prefix_checked(tmp_path, mon
     with pytest.raises(WeightsUnavailableError, match="network is unreachable"):
         pretrained.load_pretrained("resnet18")
     assert calls == [(spec.weights.url, str(spec.cache_path), "f37072fd")]
+
+
+def test_a_downloaded_file_is_checked_and_loaded(tmp_path, monkeypatch):
+    """The online path: download into the hub cache, check the hash, load weights-only."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = pretrained.resolve("mnasnet0_5")  # small; its module versions must survive the load
+    torch.manual_seed(0)
+    served = tmp_path / "served.pth"
+    torch.save(get_model_builder("mnasnet0_5")().state_dict(), served)
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        assert url == spec.weights.url and hash_prefix == "3ffadce67e"  # mnasnet0.5_top1_67.823-3ffadce67e.pth
+        Path(dst).write_bytes(served.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setitem(weights_file.PINNED_SHA256, spec.filename, offline_weights.sha256_of(served))
+    model = pretrained.load_pretrained("mnasnet0_5")
+    expected = torch.load(served, weights_only=True)
+    assert spec.cache_path.read_bytes() == served.read_bytes()
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in expected.items())
+    assert model.categories == spec.weights.meta["categories"] and model.crop_size == [224]
 
 
 def _named_weights_file(folder, state: dict) -> "os.PathLike":

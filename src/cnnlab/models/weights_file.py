@@ -23,6 +23,7 @@ import torch
 
 from cnnlab.errors import WeightsIntegrityError, WeightsUnavailableError
 from cnnlab.models import offline_weights
+from cnnlab.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def download(url: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, path)
     prefix = _NAME_HASH.search(path.name)
-    torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix.group(1) if prefix else None)
+    torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix.group(1) if prefix else None,
+                                   progress=progress_enabled())  # torch's own bar, hidden like ours
 
 
 def read_state_dict(path: Path, url: str) -> dict[str, torch.Tensor]:
