@@ -242,6 +242,7 @@ def test_selectivity_against_chance():
     labels = np.repeat(np.arange(4), 10)  # 4 balanced classes
     chance = chance_level(labels, 8, seed=0)
     assert 0.25 < chance.mean_top_share < 0.6 < chance.top_share_threshold <= 1
+    assert chance.p_value(np.array([1.0]))[0] <= 0.01 < chance.p_value(np.array([0.375]))[0]
     top = np.array([np.arange(8),  # 8 images of class 0
                     [0, 10, 20, 30, 1, 11, 21, 31],  # two of each class: as mixed as can be
                     np.arange(8)])
@@ -270,7 +271,7 @@ def test_run_with_an_image_set_writes_tuning_and_selectivity(peppers_path, tmp_p
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "featuremaps.json").read_text())
     assert saved["image_set"]["images"] == 9 and saved["image_set"]["classes"] == 3
-    assert saved["chance"]["k"] == 3
+    assert saved["chance"]["k"] == 3 and saved["chance"]["top_share_threshold"] is None  # 3 per class: too few
     for stage in saved["stages"]:
         assert stage["chosen_by"] == "selective" and stage["receptive_field"]["size"][0] >= 3
         sel = np.array(stage["all_channels"]["selectivity"], dtype=float)

@@ -46,7 +46,9 @@ class SetAnalysis:
                 "cache_file": a.cache_file, "seconds": a.seconds, "images_per_second": a.images_per_second}
 
     def chance_record(self) -> dict | None:
-        return asdict(self.chance) if self.chance else None
+        if not self.chance:
+            return None
+        return {k: v for k, v in asdict(self.chance).items() if k != "random_top_shares"}
 
     def rf_record(self, layer: str) -> dict:
         rf = self.rf[layer]
@@ -61,7 +63,7 @@ class SetAnalysis:
         sel = self.selectivity.get(layer)
         if sel:
             out.update(top_share=sel.top_share, entropy_bits=sel.entropy_bits, selectivity=sel.selectivity,
-                       top_class=sel.top_class, selective=sel.selective)
+                       top_class=sel.top_class, p_value=sel.p_value, selective=sel.selective)
         return out
 
 
@@ -117,7 +119,8 @@ def channel_record(a: SetAnalysis, layer: str, channel: int) -> dict:
     if sel is not None:
         y = int(sel.top_class[channel])
         rec.update(selectivity=float(sel.selectivity[channel]), top_share=float(sel.top_share[channel]),
-                   entropy_bits=float(sel.entropy_bits[channel]), selective=bool(sel.selective[channel]),
+                   entropy_bits=float(sel.entropy_bits[channel]), p_value=float(sel.p_value[channel]),
+                   selective=bool(sel.selective[channel]),
                    top_class=a.images.classes[y] if y >= 0 else None)
     return rec
 

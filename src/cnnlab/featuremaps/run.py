@@ -235,9 +235,9 @@ def _save_tuning(run_dir: Path, stage: str, shown: np.ndarray, panels: list[Pane
     rows = tuning_rows(analysis, choice.layer, choice.channels, panels)
     fig = tuning_grid(shown, rows)
     rf = choice.receptive_field or {}
-    fig.suptitle(f"{stage} layer {choice.layer}: each channel's top {config.top_k} images over "
-                 f"{analysis.images.name} ({len(analysis.images)} images), the patch under its strongest response "
-                 f"(receptive field {rf.get('size', ['?'])[0]:g} px)", fontsize=9)
+    fig.suptitle(f"{stage} layer {choice.layer}: each channel's top {config.top_k} of {len(analysis.images)} images "
+                 f"({analysis.images.name}),\nthe patch under its strongest response (receptive field "
+                 f"{rf.get('size', ['?'])[0]:g} px)", fontsize=9)
     return save_figure(fig, run_dir / f"tuning_{stage}.png").name
 
 
@@ -266,8 +266,9 @@ def present(result: Result) -> int:
         print(f"image set: {s['name']}, {s['images']} images ({s['labelled']} labelled, {s['classes']} classes); "
               f"activations: {s['cache']}" + (f", {s['seconds']:.1f} s" if s["cache"] != "hit" else ""))
         if ch:
-            print(f"chance (random {ch['k']} images): top-class share {ch['mean_top_share']:.2f}, "
-                  f"selective above {ch['top_share_threshold']:.2f}")
+            thr = ch["top_share_threshold"]
+            print(f"chance (random {ch['k']} images): top-class share {ch['mean_top_share']:.2f}; selective from "
+                  + (f"{thr:.2f}" if thr is not None else f"no share (too few images per class for k={ch['k']})"))
     for s in result.stages:
         chans = ", ".join(f"{c['channel']} ({c['score']:.2f}" + (f", sel {c['selectivity']:.2f}"
                           if c.get("selectivity") is not None else "") + ")" for c in s.channels)

@@ -9,10 +9,11 @@ and their classes:
   (seeded), which accounts for unequal class sizes;
 * **selectivity** = 1 − entropy / (mean entropy of the random subsets): 0 for a channel whose
   top images are as mixed as a random draw, 1 when they all share one class;
-* a channel is **selective** when its top share exceeds the ``1 − alpha`` quantile of the random
-  top shares (a one-sided test at level ``alpha`` per channel, so about ``alpha`` of the channels
-  of a layer pass by luck alone); the others are **mixed**: their strongest responses spread
-  over classes as a random draw would (the channel is polysemantic at the level of these classes).
+* **p-value** = the fraction of random k-subsets whose top share is at least the channel's; a
+  channel is **selective** when ``p <= alpha`` (a one-sided test per channel, so about ``alpha``
+  of the channels of a layer pass by luck alone; with few images per class or a small k even a
+  single-class top-k may not reach it); the others are **mixed**: their strongest responses
+  spread over classes as a random draw would (polysemantic at the level of these classes).
 
 Channels that are constant over the whole set (dead on it) get NaN and are left out of the
 per-layer summaries.
@@ -30,8 +31,8 @@ ALPHA = 0.01  # per-channel test level for "selective"
 SELECTIVITY_DEFINITION = (
     "over the labelled images of the set, a channel's top-k images (highest map maximum) have a top-class share "
     "(the most frequent class's count / k) and a class entropy; selectivity = 1 − entropy / (mean entropy of "
-    "random k-subsets), 0 as mixed as a random draw, 1 all one class; a channel is selective when its top-class "
-    "share exceeds that of 99% of random k-subsets, mixed otherwise."
+    "random k-subsets), 0 as mixed as a random draw, 1 all one class; a channel is selective when at most 1% of "
+    "random k-subsets reach its top-class share, mixed otherwise."
 )
 
 
@@ -53,9 +54,16 @@ class Chance:
     k: int
     draws: int
     mean_top_share: float
-    top_share_threshold: float  # the (1 - alpha) quantile of the random top shares
+    top_share_threshold: float | None  # the smallest top share with p <= alpha (None: no share reaches it)
     mean_entropy_bits: float
     alpha: float
+    random_top_shares: list[float]  # the draws' top shares, for the p-values
+
+    def p_value(self, share: np.ndarray) -> np.ndarray:
+        """Fraction of random k-subsets with a top share at least ``share`` (elementwise)."""
+        draws = np.sort(np.asarray(self.random_top_shares))
+        below = np.searchsorted(draws, np.asarray(share) - 1e-9, side="left")  # draws < share
+        return (len(draws) - below) / len(draws)
 
 
 def chance_level(labels: np.ndarray, k: int, seed: int = 0, draws: int = DRAWS, alpha: float = ALPHA) -> Chance:
@@ -63,7 +71,11 @@ def chance_level(labels: np.ndarray, k: int, seed: int = 0, draws: int = DRAWS, 
     rng = np.random.default_rng(seed)
     idx = np.argsort(rng.random((draws, len(labels))), axis=1)[:, :k]  # draws, k distinct indices
     ent, share = _entropy_and_share(labels[idx], int(labels.max()) + 1)
-    return Chance(k, draws, float(share.mean()), float(np.quantile(share, 1 - alpha)), float(ent.mean()), alpha)
+    chance = Chance(k, draws, float(share.mean()), None, float(ent.mean()), alpha, share.tolist())
+    levels = np.arange(1, k + 1) / k
+    passing = levels[chance.p_value(levels) <= alpha]
+    chance.top_share_threshold = float(passing[0]) if len(passing) else None
+    return chance
 
 
 @dataclass
@@ -74,6 +86,7 @@ class ChannelSelectivity:
     entropy_bits: np.ndarray
     selectivity: np.ndarray
     top_class: np.ndarray  # label of the most frequent class among the top images (-1 when dead)
+    p_value: np.ndarray  # of the top share against random k-subsets (NaN when dead)
     selective: np.ndarray  # bool
 
 
@@ -85,8 +98,9 @@ def channel_selectivity(top: np.ndarray, labels: np.ndarray, alive: np.ndarray, 
     top_class = np.array([np.bincount(row, minlength=n_classes).argmax() for row in classes])
     sel = 1.0 - ent / max(chance.mean_entropy_bits, 1e-12)
     nan = np.where(alive, 1.0, np.nan)
-    return ChannelSelectivity(share * nan, ent * nan, sel * nan, np.where(alive, top_class, -1),
-                              alive & (share > chance.top_share_threshold))
+    p = chance.p_value(share)
+    return ChannelSelectivity(share * nan, ent * nan, sel * nan, np.where(alive, top_class, -1), p * nan,
+                              alive & (p <= chance.alpha))
 
 
 @dataclass

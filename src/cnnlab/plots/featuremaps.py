@@ -73,7 +73,7 @@ def tuning_grid(photo: np.ndarray, rows: list[TuningRow], per_line: int = 4, cma
     height = 1.95 * nrows + 0.4
     fig = Figure(figsize=(1.9 * ncols, height))  # a fixed grid: constrained layout of ~50 axes costs seconds
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.32})
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height)  # room for a 2-line title
     block = nrows // len(rows)
     for b, row in enumerate(rows):
         top = b * block
@@ -94,7 +94,7 @@ def tuning_grid(photo: np.ndarray, rows: list[TuningRow], per_line: int = 4, cma
     return fig
 
 
-def selectivity_figure(shares: dict[str, np.ndarray], chance: float, threshold: float, k: int) -> Figure:
+def selectivity_figure(shares: dict[str, np.ndarray], chance: float, threshold: float | None, k: int) -> Figure:
     """Top-class share of every live channel per layer (box and points), against the chance level."""
     fig = Figure(figsize=(6.5, 3.2), layout="constrained")
     ax = fig.subplots()
@@ -105,7 +105,8 @@ def selectivity_figure(shares: dict[str, np.ndarray], chance: float, threshold: 
     for i, d in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(d)), d, s=5, alpha=0.35, color="tab:blue")
     ax.axhline(chance, color="gray", linestyle="--", label=f"random {k} images: mean")
-    ax.axhline(threshold, color="tab:red", linestyle=":", label="selective above (1% of random draws)")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", linestyle=":", label="selective from here (≤ 1% of random draws)")
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
     ax.set_ylabel(f"share of the top class among\nthe channel's top {k} images", fontsize=8)
     ax.set_ylim(0, 1.02)
