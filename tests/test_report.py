@@ -535,3 +535,27 @@ def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
     monkeypatch.setattr(EOT, "default_robust_threshold", EOT.default_robust_threshold + 0.1)
     adversarial.build(Context(profile, tmp_path, None))
     assert attacked == ["pgd", "eot"] * 4 + ["eot"] * 2  # only EOT's own setting changed
+
+
+def test_a_hostile_class_name_is_text(tmp_path, monkeypatch):
+    """Class names (an image folder's sub-folders) reach the transfer section's table as text."""
+    import cnnlab.probe.run as probe
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import transfer
+    from cnnlab.runs import write_json
+
+    hostile = '<script>document.title="pwned"</script>'
+
+    def fake_probe(config, **_):
+        write_json(config.out / "results.json", {
+            "model": "mobilenet_v2", "weights": "IMAGENET1K_V1", "dataset": f"imagefolder:/data/{hostile}",
+            "classifier": "logistic", "feature_dim": 1280, "n_train": 4, "n_test": 2, "grid": [1.0, 10.0], "C": 1.0,
+            "mean_per_class_accuracy": 0.5, "overall_accuracy": 0.5, "extraction": {}, "notes": [hostile],
+            "per_class": [{"class": c, "n_train": 2, "n_test": 1, "accuracy": 0.5} for c in (hostile, "cat")]})
+        _png(config.out / "confusion.png")
+
+    monkeypatch.setattr(probe, "run", fake_probe)
+    html = transfer.build(Context(Profile("t", "t"), tmp_path, None)).html
+    page = _tags(html)
+    assert not [t for t, _ in page.tags if t == "script"]
+    assert "".join(page.text).count(hostile) == 3  # the dataset, the note and the class, each shown as text
