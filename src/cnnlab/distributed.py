@@ -9,7 +9,7 @@ One :class:`Context` (rank, world size, device) for every verb that runs distrib
   statistics with them), so the update equals a single process's on the whole global batch,
   with or without BatchNorm. torch's ``SyncBatchNorm`` does this on CUDA; it rejects CPU tensors
   (its kernels are CUDA-only, and DDP refuses CPU modules holding one), so on the CPU
-  :class:`CpuSyncBatchNorm` does it with two differentiable all-reduces over gloo.
+  :class:`CpuSyncBatchNorm` does it over gloo (per-channel sums all-reduced, forward and backward).
 * ``probe``: each rank extracts the features of every world_size-th image; rank 0 gathers them
   and fits the classifier alone.
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -109,47 +110,77 @@ def teardown(ctx: Context, *, wait: bool = False) -> None:
         dist.destroy_process_group()
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """The sum of a tensor over the ranks of ``group``; its gradient is the sum of the ranks' gradients
-    (every rank's loss depends on the total, so each rank's share receives all of them)."""
+def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
+    dist.all_reduce(tensor, group=group)
+    return tensor
+
+
+class _GlobalBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm over the batch made of every rank's ``x`` (torch's SyncBatchNorm scheme
+    with its fused CPU kernels): the per-element work is local, only per-channel vectors travel.
+
+    Forward: each rank's mean and biased variance, combined into the global ones (Chan et al.'s
+    parallel variance: N var = sum_r n_r (var_r + (mean_r - mean)^2), no cancellation), then
+    normalization with them. Backward: with dy the upstream gradient, xhat the normalized input and
+    means over the global batch, dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)) (torch's fused
+    kernel with this rank's means, then a fused per-channel correction to the global ones); the
+    weight and bias get this rank's sums (DDP averages them). Statistics and parameters are float32
+    at least (bf16 inputs under autocast); the output and dx have ``x``'s dtype.
+    """
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
-        ctx.group = group
-        total = tensor.clone()
-        dist.all_reduce(total, group=group)
-        return total
+    def forward(ctx, x, weight, bias, eps: float, group):
+        C, n = x.shape[1], x.numel() // max(x.shape[1], 1)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        w = weight.to(dtype) if weight is not None else x.new_ones(C, dtype=dtype)
+        b = bias.to(dtype) if bias is not None else x.new_zeros(C, dtype=dtype)
+        if n:  # this rank's mean and biased variance in one fused pass (momentum 0: the buffers stay)
+            mean_r, var_r = torch.batch_norm_update_stats(x, x.new_zeros(C, dtype=dtype), x.new_ones(C, dtype=dtype), 0.0)
+        else:  # an empty share still takes part in the all-reduces
+            mean_r = var_r = x.new_zeros(C, dtype=dtype)
+        total = _all_reduce(torch.cat([mean_r * n, mean_r.new_full((1,), n)]), group)  # C sums, then the count
+        count = total[C:]
+        mean = total[:C] / count
+        var = _all_reduce(n * (var_r + (mean_r - mean).square()), group) / count
+        y = F.batch_norm(x, mean, var, w, b, training=False, eps=eps)
+        ctx.save_for_backward(x, w, mean, torch.rsqrt(var + eps), count)
+        ctx.eps, ctx.group = eps, group
+        ctx.mark_non_differentiable(mean, var, count)
+        return y, mean, var, count
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad = grad.clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, *_):
+        x, w, mean, invstd, count = ctx.saved_tensors
+        C, n = x.shape[1], x.numel() // max(x.shape[1], 1)
+        if not n:  # an empty share: nothing to differentiate, but the all-reduce needs this rank
+            _all_reduce(w.new_zeros(2 * C), ctx.group)
+            return torch.zeros_like(x), w.new_zeros(C) if ctx.needs_input_grad[1] else None, \
+                w.new_zeros(C) if ctx.needs_input_grad[2] else None, None, None
+        # torch's fused backward with this rank's means of dy and dy xhat, and this rank's sums
+        dx, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            dy, x, w, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+        global_means = _all_reduce(torch.cat([sum_dy, sum_dy_xhat]), ctx.group) / count
+        # the correction from local to global means, w invstd ((local - global mean(dy)) + xhat (local -
+        # global mean(dy xhat))), is x * kappa + lam per channel: one fused BatchNorm kernel computes it
+        delta = torch.cat([sum_dy, sum_dy_xhat]) / n - global_means
+        scale = w * invstd
+        kappa = scale * invstd * delta[C:]
+        lam = scale * delta[:C] - kappa * mean
+        dx.add_(F.batch_norm(x, torch.zeros_like(mean), torch.ones_like(mean), kappa, lam, training=False, eps=0.0))
+        return dx, sum_dy_xhat if ctx.needs_input_grad[1] else None, sum_dy if ctx.needs_input_grad[2] else None, \
+            None, None
 
 
 def batch_norm_over_ranks(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
                           group) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Training-mode BatchNorm of the batch made of every rank's ``x``: (y, mean, biased var, count).
 
-    Differentiable, in float32 at least (bf16 under autocast is promoted); ``y`` has ``x``'s dtype.
-    Two passes (the global mean first, then the squared deviations from it): no cancellation. The
-    ranks' batches may differ in size (the count is summed with the sums), even be empty.
+    Differentiable in ``x``, ``weight`` and ``bias`` (:class:`_GlobalBatchNorm`). The ranks' batches
+    may differ in size, one may even be empty (the count is all-reduced with the sums).
     """
-    C = x.shape[1]
-    dims = [d for d in range(x.dim()) if d != 1]  # all but the channels
-    shape = [1, C] + [1] * (x.dim() - 2)          # 1, C, 1, 1 for B, C, H, W
-    xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    sums = _AllReduceSum.apply(torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() // C)]), group)  # C + 1
-    count = sums[C].item()
-    mean = sums[:C] / count
-    centred = xf - mean.view(shape)
-    var = _AllReduceSum.apply(centred.square().sum(dims), group) / count
-    y = centred * torch.rsqrt(var + eps).view(shape)
-    if weight is not None:
-        y = y * weight.view(shape)
-    if bias is not None:
-        y = y + bias.view(shape)
-    return y.to(x.dtype), mean.detach(), var.detach(), count
+    y, mean, var, count = _GlobalBatchNorm.apply(x, weight, bias, eps, group)
+    return y, mean, var, count.item()
 
 
 class CpuSyncBatchNorm(_BatchNorm):
