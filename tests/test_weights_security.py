@@ -183,6 +183,11 @@ def test_a_file_is_hashed_once_per_process_and_again_when_it_changes(tmp_path, m
     assert len(hashed) == 2
 
 
+def test_weights_without_a_classifier_are_refused_by_name():
+    with pytest.raises(ValueError, match="vgg16:IMAGENET1K_FEATURES have no ImageNet classifier; valid: IMAGENET1K_V1"):
+        pretrained.resolve("vgg16:IMAGENET1K_FEATURES")
+
+
 # What torchvision's files hold besides the default architecture: GoogLeNet and Inception v3
 # keep their auxiliary heads, the SWAG ViT is for 384-px images (read from torchvision's builders).
 FILE_ARCH = {

@@ -86,6 +86,9 @@ def resolve(name: str = DEFAULT_MODEL) -> ModelSpec:
     except KeyError:
         tags = ", ".join(w.name for w in enum)
         raise ValueError(f"unknown weights {tag!r} for {base}; valid: {tags}") from None
+    if weights.meta.get("categories") is None:  # vgg16:IMAGENET1K_FEATURES has no trained classifier
+        tags = ", ".join(w.name for w in enum if w.meta.get("categories"))
+        raise ValueError(f"weights {base}:{weights.name} have no ImageNet classifier; valid: {tags}")
     return ModelSpec(base, weights)
 
 
