@@ -92,6 +92,15 @@ def download(url: str, path: Path) -> None:
                                    progress=progress_enabled())  # torch's own bar, hidden like ours
 
 
+def _load_error_reason(exc: BaseException) -> str:
+    """The gist of a torch.load error, one line: the unpickler's own complaint when there is one
+    (torch's message around it advises weights_only=False, which is what must not happen here)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    m = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\.\s|\n|$)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (m.group(1) if m else lines[0] if lines else type(exc).__name__)[:200]
+
+
 def read_state_dict(path: Path, url: str) -> dict[str, torch.Tensor]:
     """Check ``path``'s hash, then load it with ``weights_only=True``; errors are one line."""
     try:
@@ -100,10 +109,10 @@ def read_state_dict(path: Path, url: str) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise WeightsUnavailableError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsIntegrityError(
             f"weights file {path} is not a plain file of tensors (torch.load with weights_only=True "
-            f"refused it: {reason}); nothing in it was run. To restore it, {restore_hint(path.name, url)}."
+            f"refused it: {_load_error_reason(exc)}); nothing in it was run. "
+            f"To restore it, {restore_hint(path.name, url)}."
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsIntegrityError(f"weights file {path} holds a {type(state).__name__}, not a state dict "
