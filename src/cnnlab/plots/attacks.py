@@ -64,8 +64,10 @@ def robustness_grid(rows: list[tuple[str, list[RobustnessCell]]], columns: list[
     points; a page of four rows fits one A4 page.
     """
     ncols = len(columns)
-    fig = Figure(figsize=(7.2, 2.1 * len(rows) + 0.3), layout="constrained")
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    aspects = [max(np.asarray(c.image).shape[0] / np.asarray(c.image).shape[1] for c in cells) for _, cells in rows]
+    heights = [7.2 / ncols * a + 0.45 for a in aspects]  # the image at the column's width, plus its title
+    fig = Figure(figsize=(7.2, sum(heights) + 0.3), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False, gridspec_kw={"height_ratios": heights})
     for r, (label, cells) in enumerate(rows):
         for c, cell in enumerate(cells):
             ax = axes[r, c]
@@ -93,7 +95,10 @@ def survival_vs_eps(curve: dict[str, dict[str, float]]) -> Figure:
         eps = [float(e) for e in points]
         ax.plot(eps, [100 * v for v in points.values()], marker="o", label=method)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("ε (grey levels of 255)")
+    ticks = sorted({float(e) for points in curve.values() for e in points})
+    ax.set_xticks(ticks, [f"{e:g}/255" for e in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("ε (L∞ budget)")
     ax.set_ylabel("photos surviving all four transforms (%)")
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
