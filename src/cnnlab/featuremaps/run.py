@@ -233,11 +233,10 @@ def _stage_choice(stage: str, layer: Layer, fmap: torch.Tensor, chosen: list[Cha
 def _save_tuning(run_dir: Path, stage: str, shown: np.ndarray, panels: list[Panel], choice: StageChoice,
                  analysis: SetAnalysis, config: Config) -> str:
     rows = tuning_rows(analysis, choice.layer, choice.channels, panels)
-    fig = tuning_grid(shown, rows)
     rf = choice.receptive_field or {}
-    fig.suptitle(f"{stage} layer {choice.layer}: each channel's top {config.top_k} of {len(analysis.images)} images "
-                 f"({analysis.images.name}),\nthe patch under its strongest response (receptive field "
-                 f"{rf.get('size', ['?'])[0]:g} px)", fontsize=9)
+    fig = tuning_grid(shown, rows, title=f"{stage} layer {choice.layer}: each channel's top {config.top_k} of "
+                      f"{len(analysis.images)} images ({analysis.images.name}),\nthe patch under its strongest "
+                      f"response (receptive field {rf.get('size', ['?'])[0]:g} px)")
     return save_figure(fig, run_dir / f"tuning_{stage}.png").name
 
 

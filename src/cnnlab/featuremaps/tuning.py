@@ -111,18 +111,21 @@ def activations(model, images: ImageSet, layers: list[str], *, cache_dir: Path |
                        extra.get("images_per_second"))
 
 
-def top_images(stats: dict[str, torch.Tensor], channel: int, k: int, mask: np.ndarray | None = None) -> list[int]:
-    """Indices of the ``k`` images with the channel's highest maxima (ties by mean), among ``mask``."""
-    mx, mean = stats["max"][:, channel].numpy(), stats["mean"][:, channel].numpy()
-    order = np.lexsort((-mean, -mx))  # by max, then mean, both descending
-    if mask is not None:
-        order = order[mask[order]]
-    return order[:k].tolist()
-
-
 def top_images_all(stats: dict[str, torch.Tensor], k: int, mask: np.ndarray | None = None) -> np.ndarray:
-    """:func:`top_images` for every channel: (C, k') image indices (k' = min(k, images in mask))."""
-    return np.array([top_images(stats, c, k, mask) for c in range(stats["max"].shape[1])], dtype=np.int64)
+    """Per channel, the ``k`` images with the highest maxima (ties by mean), among ``mask``: (C, k') indices,
+    k' = min(k, images in mask)."""
+    mx, mean = stats["max"].numpy().T, stats["mean"].numpy().T  # C, N
+    if mask is not None:  # images outside the mask sort last
+        mx = np.where(mask[None, :], mx, -np.inf)
+    order = np.lexsort((-mean, -mx), axis=-1)  # C, N: by max, then mean, both descending
+    n = len(mx[0]) if mask is None else int(mask.sum())
+    return order[:, :min(k, n)].astype(np.int64)
+
+
+def top_images(stats: dict[str, torch.Tensor], channel: int, k: int, mask: np.ndarray | None = None) -> list[int]:
+    """:func:`top_images_all` for one channel."""
+    one = {name: stats[name][:, channel:channel + 1] for name in ("max", "mean")}
+    return top_images_all(one, k, mask)[0].tolist()
 
 
 def response_box(stats: dict[str, torch.Tensor], image: int, channel: int, width: int, rf: ReceptiveField,

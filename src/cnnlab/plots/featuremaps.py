@@ -65,7 +65,8 @@ class TuningRow:
     patches: list[Panel] = field(default_factory=list)  # image: h, w, 3 in [0, 1]
 
 
-def tuning_grid(photo: np.ndarray, rows: list[TuningRow], per_line: int = 4, cmap: str = "viridis") -> Figure:
+def tuning_grid(photo: np.ndarray, rows: list[TuningRow], per_line: int = 4, cmap: str = "viridis",
+                title: str = "") -> Figure:
     """Per channel a block of two lines: the map on the photo and the map itself on the left,
     then its top patches, ``per_line`` to a line (large enough to recognise what they show)."""
     n_lines = max(1, -(-max((len(r.patches) for r in rows), default=0) // per_line))
@@ -73,7 +74,9 @@ def tuning_grid(photo: np.ndarray, rows: list[TuningRow], per_line: int = 4, cma
     height = 1.95 * nrows + 0.4
     fig = Figure(figsize=(1.9 * ncols, height))  # a fixed grid: constrained layout of ~50 axes costs seconds
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.32})
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height)  # room for a 2-line title
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.9 / height)  # room for a 2-line title
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
     block = nrows // len(rows)
     for b, row in enumerate(rows):
         top = b * block
