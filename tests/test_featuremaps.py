@@ -259,6 +259,9 @@ def test_selective_choice_ranks_by_selectivity_among_live_channels():
     fmap = torch.stack([torch.sin(xx / 2.0), torch.full((H, W), 2.0), torch.cos(yy / 2.0), xx.float() * yy])
     chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, float("nan")])
     assert [c.channel for c in chosen] == [2, 0]  # channel 1 is dead on the photo, channel 3's rank unknown
+    # channels 2 and 0 prefer the same class: the next channel of another class comes before 0
+    chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, float("nan")], groups=[5, 1, 5, 7])
+    assert [c.channel for c in chosen] == [2, 3]
 
 
 # ----------------------------------------------------------------------------- the verb with an image set

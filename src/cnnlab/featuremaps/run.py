@@ -5,8 +5,8 @@ The layers are picked from the model's traced graph (torchvision's feature-extra
 utilities): the blocks at 15%, 50% and 100% of the network's depth. In each, the channels
 shown are chosen by a documented score (``--select score``: not dead, high contrast, spatially
 structured, not near-duplicates; see ``cnnlab.featuremaps.select``) or by their class
-selectivity over an image set (``--select selective``: alive on the photo and most selective;
-see ``cnnlab.featuremaps.selectivity``). Each map is normalized to [0, 1] on its own and also
+selectivity over an image set (``--select selective``: alive on the photo and most selective,
+one per preferred class while others remain; see ``cnnlab.featuremaps.selectivity``). Each map is normalized to [0, 1] on its own and also
 shown upsampled (bilinear) over the photo the network saw.
 
 Over the image set (default: the Oxford-IIIT Pet images under the data root plus the built-in
@@ -162,8 +162,9 @@ def _choose(config: Config, i: int, layer: Layer, fmap: torch.Tensor, analysis: 
         return [scores[c] for c in chans], "user"
     if config.select == "selective":
         assert analysis is not None and analysis.selectivity[layer.name] is not None
-        rank = analysis.selectivity[layer.name].selectivity.tolist()
-        return choose_channels(fmap, config.per_stage, config.max_similarity, rank=rank), "selective"
+        sel = analysis.selectivity[layer.name]  # the most selective, for as many different classes as possible
+        return choose_channels(fmap, config.per_stage, config.max_similarity, rank=sel.selectivity.tolist(),
+                               groups=sel.top_class.tolist()), "selective"
     return choose_channels(fmap, config.per_stage, config.max_similarity), "score"
 
 

@@ -64,11 +64,13 @@ def score_channels(fmap: torch.Tensor) -> list[ChannelScore]:
 
 
 def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9,
-                    rank: Sequence[float] | None = None) -> list[ChannelScore]:
+                    rank: Sequence[float] | None = None, groups: Sequence[int] | None = None) -> list[ChannelScore]:
     """The ``k`` best non-dead, mutually dissimilar channels of ``fmap`` (C, H, W).
 
     "Best" is the highest score, or, when ``rank`` (C,) is given, the highest ``rank`` (ties and
-    NaN ranks last, by score): e.g. the channels' selectivity on an image set.
+    NaN ranks last, by score): e.g. the channels' selectivity on an image set. With ``groups``
+    (C,), e.g. each channel's preferred class, at most one channel per group is taken while
+    channels of untaken groups remain.
     """
     scores = score_channels(fmap)
     flat = fmap.float().flatten(1)
@@ -84,6 +86,8 @@ def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9,
         if s.dead:
             break
         if any(float(flat[s.channel] @ flat[c.channel]) > max_similarity for c in chosen):
+            continue
+        if groups is not None and groups[s.channel] in {groups[c.channel] for c in chosen}:
             continue
         chosen.append(s)
         if len(chosen) == k:

@@ -53,7 +53,8 @@ def build(ctx: Context) -> Section:
 
     rule = (f"<i>{esc(data['score_definition'])}</i>" if data.get("select", "score") == "score" else
             "the channels that are alive on this photo (not constant) and, among them, the most class-selective "
-            "over the image set described below; near-duplicates on the photo are skipped")
+            "over the image set described below, at most one per preferred class while channels of other classes "
+            "remain; near-duplicates on the photo are skipped")
     parts = [f"<p>Feature maps of <b>{esc(data['model'])}</b> on <code>{esc(photo.name)}</code>. The three layers "
              "are picked from the network's traced graph at the start, the middle and the end of its ",
              ctx.num("n_blocks", data["n_blocks"], "int", src, ["n_blocks"]),
