@@ -11,10 +11,12 @@ under each transform and under all four; the attack's own bar (P(target) >= 0.9 
 image and under every transform); steps and seconds per photo.
 
 ``eot`` options switch its levers one at a time (``--loss logp``, ``--decay 1``, ``--samples``,
-``--kappa``) so each can be measured against the default.
+``--kappa``) so each can be measured against the default. ``--methods eot-legacy`` is the baseline:
+the EOT of commit ``LEGACY_COMMIT`` (before issue 19: mean log P over 8 random transforms of the
+full-size photo, constant step), read from git and run unchanged.
 
 Run:  nice -n 5 .venv/bin/python benchmarks/bench_attack_devset.py --methods pgd,eot --eps 2,4 \
-          --out /tmp/devset.jsonl   (then --summary /tmp/devset.jsonl prints the table)
+          --out /tmp/devset.jsonl   (then --summary /tmp/devset.jsonl [--figure F.png] prints the table)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from cnnlab.models.pretrained import load_pretrained
 from cnnlab.runs import seed_everything
 
 BAR = 0.9
+LEGACY_COMMIT = "4cceea1"  # the last commit with the pre-issue-19 EOT
 TRANSFORMS = ("flip", "crop", "rotate", "grayscale")
 
 
@@ -51,6 +54,24 @@ def judge(model, png: Path, target: int) -> dict:
         p = torch.softmax(model(model.preprocess(v)[None]).float(), 1)[0]
         out[name] = {"p_target": round(float(p[target]), 4), "top1": int(p.argmax()) == target}
     return out
+
+
+def legacy_eot() -> type:
+    """The pre-issue-19 ``EOT`` class and its ``RandomTransforms``, loaded from git unchanged."""
+    import subprocess
+    import sys
+    import types
+
+    def source(path: str) -> str:
+        return subprocess.run(["git", "show", f"{LEGACY_COMMIT}:{path}"], check=True, capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+
+    mod = types.ModuleType("legacy_eot")
+    sys.modules["legacy_eot"] = mod  # dataclasses look their module up there
+    exec(compile(source("src/cnnlab/attacks/transforms.py"), "legacy_transforms.py", "exec"), mod.__dict__)
+    eot = source("src/cnnlab/attacks/eot.py").replace("from cnnlab.attacks.transforms import RandomTransforms", "")
+    exec(compile(eot, "legacy_eot.py", "exec"), mod.__dict__)
+    return mod.EOT
 
 
 def attack_kwargs(args, method: str) -> dict:
@@ -82,7 +103,8 @@ def run(args) -> None:
                     if wanted and ph.name not in wanted:
                         continue
                     seed_everything(args.seed)
-                    attack = ATTACKS.get(method)(model, eps=eps / 255, steps=args.steps, threshold=BAR,
+                    cls = legacy_eot() if method == "eot-legacy" else ATTACKS.get(method)
+                    attack = cls(model, eps=eps / 255, steps=args.steps, threshold=BAR,
                                                  preprocess=model.preprocess_tensor, **attack_kwargs(args, method))
                     x = pil_to_tensor(ph.image)[None]
                     t0, c0 = time.perf_counter(), time.process_time()
@@ -98,8 +120,8 @@ def run(args) -> None:
                     f.flush()
 
 
-def summary(path: str) -> None:
-    rows = [json.loads(line) for line in open(path)]
+def summary(paths: list[str], figure: str | None = None) -> None:
+    rows = [json.loads(line) for path in paths for line in open(path)]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["eps_grey"]), []).append(r)
@@ -117,6 +139,14 @@ def summary(path: str) -> None:
         print(f"| {variant} | {eps:g}/255 | {n} | " + " | ".join(cols)
               + f" | {statistics.median(r['steps'] for r in rs):g} | {statistics.median(secs):.1f}, {max(secs):.1f} "
               f"| {statistics.median(cpu):.1f} |")
+    if figure:
+        from cnnlab.plots.attacks import survival_vs_eps
+        from cnnlab.runs import save_figure
+
+        curve: dict[str, dict[str, float]] = {}
+        for (variant, eps), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            curve.setdefault(variant, {})[f"{eps:g}"] = sum(all(r[t]["top1"] for t in TRANSFORMS) for r in rs) / len(rs)
+        save_figure(survival_vs_eps(curve), Path(figure))
 
 
 def main() -> None:
@@ -134,10 +164,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", default="/tmp/devset.jsonl")
-    ap.add_argument("--summary", default=None, help="print the table of a results file and exit")
+    ap.add_argument("--summary", nargs="+", default=None, help="print the table of results files and exit")
+    ap.add_argument("--figure", default=None, help="with --summary: plot survival of all four against ε here")
     args = ap.parse_args()
     if args.summary:
-        summary(args.summary)
+        summary(args.summary, args.figure)
     else:
         run(args)
 
