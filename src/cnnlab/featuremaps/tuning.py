@@ -80,7 +80,8 @@ def _batch_fn(extractor, layers: list[str]):
         x = model.normalize(batch_u8.to(model.mean.device).float().div_(255.0))  # B, 3, H, W
         if use_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = extractor(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = extractor(x)
         stats = {}
         for name in layers:
             a = out[name].float().flatten(2)  # B, C, H*W
