@@ -260,8 +260,11 @@ def test_selective_choice_ranks_by_selectivity_among_live_channels():
     chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, float("nan")])
     assert [c.channel for c in chosen] == [2, 0]  # channel 1 is dead on the photo, channel 3's rank unknown
     # channels 2 and 0 prefer the same class: the next channel of another class comes before 0
-    chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, float("nan")], groups=[5, 1, 5, 7])
+    chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, 0.05], groups=[5, 1, 5, 7])
     assert [c.channel for c in chosen] == [2, 3]
+    # an unranked channel (dead on the image set) comes last even though its group is new
+    chosen = choose_channels(fmap, k=2, rank=[0.1, 0.9, 0.8, float("nan")], groups=[5, 1, 5, -1])
+    assert [c.channel for c in chosen] == [2, 0]
 
 
 # ----------------------------------------------------------------------------- the verb with an image set

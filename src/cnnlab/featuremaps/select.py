@@ -83,8 +83,8 @@ def choose_channels(fmap: torch.Tensor, k: int = 5, max_similarity: float = 0.9,
                                               -(0.0 if math.isnan(rank[s.channel]) else rank[s.channel]), -s.score))
     chosen: list[ChannelScore] = []
     for s in order:
-        if s.dead:
-            break
+        if s.dead or (rank is not None and math.isnan(rank[s.channel])):
+            break  # the rest is dead, or unranked (left to the fallback below)
         if any(float(flat[s.channel] @ flat[c.channel]) > max_similarity for c in chosen):
             continue
         if groups is not None and groups[s.channel] in {groups[c.channel] for c in chosen}:
