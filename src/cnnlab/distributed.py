@@ -130,12 +130,13 @@ class _GlobalBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float, group):
-        C, n = x.shape[1], x.numel() // max(x.shape[1], 1)
+        C = x.shape[1]
+        n = x.numel() // C  # this rank's values per channel
         dtype = torch.promote_types(x.dtype, torch.float32)
         w = weight.to(dtype) if weight is not None else x.new_ones(C, dtype=dtype)
         b = bias.to(dtype) if bias is not None else x.new_zeros(C, dtype=dtype)
         if n:  # this rank's mean and biased variance in one fused pass (momentum 0: the buffers stay)
-            mean_r, var_r = torch.batch_norm_update_stats(x, x.new_zeros(C, dtype=dtype), x.new_ones(C, dtype=dtype), 0.0)
+            mean_r, var_r = torch.batch_norm_update_stats(x, w.new_zeros(C), w.new_ones(C), 0.0)
         else:  # an empty share still takes part in the all-reduces
             mean_r = var_r = x.new_zeros(C, dtype=dtype)
         total = _all_reduce(torch.cat([mean_r * n, mean_r.new_full((1,), n)]), group)  # C sums, then the count
@@ -152,7 +153,8 @@ class _GlobalBatchNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, *_):
         x, w, mean, invstd, count = ctx.saved_tensors
-        C, n = x.shape[1], x.numel() // max(x.shape[1], 1)
+        C = x.shape[1]
+        n = x.numel() // C
         if not n:  # an empty share: nothing to differentiate, but the all-reduce needs this rank
             _all_reduce(w.new_zeros(2 * C), ctx.group)
             return torch.zeros_like(x), w.new_zeros(C) if ctx.needs_input_grad[1] else None, \
