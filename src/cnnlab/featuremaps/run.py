@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from torch.nn import functional as F
 
 from cnnlab.featuremaps.analysis import SetAnalysis, analyse_set, channel_record, tuning_rows
