@@ -304,3 +304,25 @@ def test_selective_needs_labels_and_the_cli_says_so(tmp_path, capsys, peppers_pa
     assert code == 2 and "error:" in err and "labelled images" in err
     with pytest.raises(ValueError, match="top-k"):
         fm.Config(select="selective", top_k=0)
+
+
+def test_image_sets_from_folders_and_photos(tmp_path):
+    from PIL import Image
+
+    from cnnlab.featuremaps.imageset import folder_set, with_photos
+
+    for split, name, n in (("train", "cat", 2), ("train", "dog", 1), ("test", "cat", 1), ("test", "dog", 2)):
+        (tmp_path / "tt" / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8)).save(tmp_path / "tt" / split / name / f"{i}.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "tt" / "loose.png")
+    s = folder_set(tmp_path / "tt")
+    assert s.classes == ("cat", "dog") and len(s) == 7 and s.has_classes
+    assert sorted(s.labels) == [-1, 0, 0, 0, 1, 1, 1] and s.class_of(len(s) - 1) == "-"
+    both = with_photos(s, [tmp_path / "tt" / "loose.png", tmp_path / "tt" / "train" / "cat" / "0.png"])
+    assert len(both) == 7  # files already in the set are not added twice
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "a.png")
+    f = folder_set(flat)
+    assert len(f) == 1 and not f.has_classes and f.labels == (-1,)
