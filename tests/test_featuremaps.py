@@ -309,7 +309,7 @@ def test_selective_needs_labels_and_the_cli_says_so(tmp_path, capsys, peppers_pa
 def test_image_sets_from_folders_and_photos(tmp_path):
     from PIL import Image
 
-    from cnnlab.featuremaps.imageset import folder_set, with_photos
+    from cnnlab.featuremaps.imageset import balanced_subset, folder_set, with_photos
 
     for split, name, n in (("train", "cat", 2), ("train", "dog", 1), ("test", "cat", 1), ("test", "dog", 2)):
         (tmp_path / "tt" / split / name).mkdir(parents=True, exist_ok=True)
@@ -321,6 +321,9 @@ def test_image_sets_from_folders_and_photos(tmp_path):
     assert sorted(s.labels) == [-1, 0, 0, 0, 1, 1, 1] and s.class_of(len(s) - 1) == "-"
     both = with_photos(s, [tmp_path / "tt" / "loose.png", tmp_path / "tt" / "train" / "cat" / "0.png"])
     assert len(both) == 7  # files already in the set are not added twice
+    sub = balanced_subset(s, 1, seed=3)  # one per class, unlabelled kept, order kept
+    assert sorted(sub.labels) == [-1, 0, 1] and list(sub.paths) == sorted(sub.paths, key=list(s.paths).index)
+    assert balanced_subset(s, 1, seed=3) == sub and balanced_subset(s, 5) is s
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.new("RGB", (8, 8)).save(flat / "a.png")

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.featuremaps.imageset import ImageSet, builtin_photos, folder_set, pets_set, with_photos
+from cnnlab.featuremaps.imageset import (ImageSet, balanced_subset, builtin_photos, folder_set, pets_set,
+                                         with_photos)
 from cnnlab.featuremaps.receptive import ReceptiveField, receptive_field
 from cnnlab.featuremaps.selectivity import Chance, ChannelSelectivity, chance_level, channel_selectivity, summarize
 from cnnlab.featuremaps.tuning import Activations, activations, crop_size, patch, response_box, top_images_all
@@ -70,6 +71,8 @@ class SetAnalysis:
 def image_set(config) -> ImageSet:
     """The set named by ``config.dataset`` (or Pets under the data root), plus the built-in photos."""
     images = folder_set(config.dataset) if config.dataset is not None else pets_set(config.data_root)
+    if images is not None and config.max_per_class:
+        images = balanced_subset(images, config.max_per_class, config.seed)
     if config.builtin_photos:
         images = with_photos(images, builtin_photos(config.data_root))
     if images is None or len(images) == 0:

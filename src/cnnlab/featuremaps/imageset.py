@@ -4,7 +4,10 @@ By default: the Oxford-IIIT Pet images under the data root (every listed image, 
 test, labelled by breed) plus the built-in photos (the peppers photo when present, and
 scikit-image's bundled ``coffee``, ``chelsea``, ``astronaut`` and ``rocket``), which carry no
 label. ``--dataset DIR`` takes any folder instead (class sub-folders give labels, see
-:func:`cnnlab.data.folders.all_images`). Class statistics use the labelled images only.
+:func:`cnnlab.data.folders.all_images`). Class statistics use the labelled images only. By default
+at most 20 images per class are used (:func:`balanced_subset`, drawn with the run's seed): on the
+shared Pets copy that is 535 of 1,083 images, all 37 breeds, about half the cold pass (see
+benchmarks/RESULTS.md); ``--max-per-class 0`` takes them all.
 """
 
 from __future__ import annotations
@@ -81,6 +84,21 @@ def folder_set(path: str | Path) -> ImageSet:
     paths = (labelled.paths if labelled else ()) + tuple(loose)
     labels = (labelled.labels if labelled else ()) + (-1,) * len(loose)
     return ImageSet(f"folder-{Path(path).resolve().name}", paths, labels, labelled.classes if labelled else ())
+
+
+def balanced_subset(images: ImageSet, per_class: int, seed: int = 0) -> ImageSet:
+    """At most ``per_class`` images of each class, drawn with ``seed``; unlabelled images all kept; file order kept."""
+    labels = np.asarray(images.labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    keep = set(np.flatnonzero(labels < 0).tolist())
+    for y in np.unique(labels[labels >= 0]):
+        idx = np.flatnonzero(labels == y)
+        keep.update(rng.permutation(idx)[:per_class].tolist())
+    if len(keep) == len(images):
+        return images
+    order = sorted(keep)
+    return ImageSet(f"{images.name}-{per_class}pc-seed{seed}", tuple(images.paths[i] for i in order),
+                    tuple(images.labels[i] for i in order), images.classes)
 
 
 def with_photos(images: ImageSet | None, photos: list[Path]) -> ImageSet:
