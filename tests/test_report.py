@@ -481,22 +481,28 @@ def _fake_attacks(monkeypatch, eot_better: bool = True) -> list[str]:
               "adv_name": "space shuttle", "adv_prob": 0.95, "p_target": 0.95, "linf_grey": 2, "psnr": 50.0,
               "ssim": 0.99, "steps": 10, "seconds": 1.0, "success": True}
         write_json(config.out / attack.RESULTS_FILE, {
-            "method": config.method, "model": "mobilenet_v2", "eps_grey": 2.0, "steps_budget": 10, "threshold": 0.9,
+            "method": config.method, "model": "mobilenet_v2", "eps_grey": round(config.eps * 255, 6), "steps_budget": 10,
+            "threshold": 0.9,
             "amplify": 64.0, "figure": "attack.png", "warnings": [], "images": [im]})
         _png(config.out / "attack.png")
 
     def fake_robustness(config):
-        rows, summary = [], {}
+        rows, summary, curve, min_eps = [], {}, {}, {}
         for run_dir in config.inputs:
-            method = read_json(run_dir / attack.RESULTS_FILE)["method"]
-            label = f"{method}: peppers"
+            method, eps = (read_json(run_dir / attack.RESULTS_FILE)[k] for k in ("method", "eps_grey"))
+            label = f"{method} {eps:g}/255: peppers"
             good = (method == "eot") == eot_better
+            curve.setdefault(method, {})[f"{eps:g}"] = float(good)
+            min_eps.setdefault(method, {}).setdefault("peppers", eps if good else None)
             for t in transforms:
                 rows.append({"label": label, "transform": t, "target_survives": good or t == "identity",
                              "p_target": 0.9 if good else 0.1, "target_name": "space shuttle"})
             summary[label] = {**{t: good for t in transforms}, "all_four": good}
-        write_json(config.out / "robustness.json", {"transforms": transforms, "summary": summary, "rows": rows})
+        write_json(config.out / "robustness.json", {"transforms": transforms, "summary": summary, "rows": rows,
+                                                    "survival_by_eps": curve, "min_eps": min_eps,
+                                                    "survival_figure": "survival_eps.png"})
         _png(config.out / "robustness.png")
+        _png(config.out / "survival_eps.png")
 
     monkeypatch.setattr(attack, "run", fake_attack)
     monkeypatch.setattr(robustness, "run", fake_robustness)
@@ -514,6 +520,20 @@ def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch
     html = adversarial.build(ctx).html
     assert ("EOT adversarials survive the transforms more often" in html) == eot_better
     assert ("Here EOT did <b>not</b> survive" in html) == (not eot_better)
+
+
+def test_adversarial_price_of_robustness_sweeps_eps(tmp_path, monkeypatch):
+    """The ε sweep attacks pgd and eot once per extra ε and reports the smallest ε per photo."""
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import adversarial
+
+    attacked = _fake_attacks(monkeypatch, eot_better=True)
+    ctx = Context(Profile("t", "t", attack={"methods": ("pgd", "eot"), "sweep_eps": (2, 8)}), tmp_path, None)
+    html = adversarial.build(ctx).html
+    assert sorted(attacked) == sorted(["pgd", "eot"] * 3)  # chosen targets at 2/255, 8/255, random targets
+    assert "The price of robustness" in html and "survival_eps.png" in html
+    assert "&gt; 8/255" in html  # pgd never survives: beyond the largest ε tried
+    assert "PGD's noise is tuned to one exact view" in html and "Chosen and random targets" in html
 
 
 def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
