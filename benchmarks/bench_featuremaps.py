@@ -1,8 +1,8 @@
 """The report's feature-map section with its image set: cold cache, warm cache, and the photo alone.
 
 Issue 21's budget: the whole feature-map section (``cnnlab report --sections featuremaps``, quick
-profile: Oxford-IIIT Pet under the data root plus the built-in photos, top 8 images per channel,
-channels chosen by selectivity) in at most 60 s on a 2-core CPU with a cold activation cache.
+profile: Oxford-IIIT Pet under the data root, at most 20 images per class (the default), plus the
+built-in photos, top 8 images per channel, channels chosen by selectivity) in at most 60 s on a 2-core CPU with a cold activation cache.
 In one process, this script times
 
 * **cold**: the section in a fresh report folder (its activation cache is empty);

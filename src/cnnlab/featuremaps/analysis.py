@@ -39,11 +39,13 @@ class SetAnalysis:
     chance: Chance | None = None  # None without at least two classes among the labelled images
     selectivity: dict[str, ChannelSelectivity | None] = field(default_factory=dict)
     alive: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (C,) not constant over the set
+    max_per_class: int = 0  # the set's images per class were capped at this (0: no cap)
 
     def record(self) -> dict:
         a = self.acts
         return {"name": self.images.name, "images": len(self.images), "labelled": int(self.images.labelled.sum()),
-                "classes": len({y for y in self.images.labels if y >= 0}), "k": self.k, "cache": a.cache,
+                "classes": len({y for y in self.images.labels if y >= 0}), "k": self.k,
+                "max_per_class": self.max_per_class, "cache": a.cache,
                 "cache_file": a.cache_file, "seconds": a.seconds, "images_per_second": a.images_per_second}
 
     def chance_record(self) -> dict | None:
@@ -92,7 +94,8 @@ def analyse_set(config, model, layers: list[str]) -> SetAnalysis:
     crop = crop_size(model)
     rf = {n: receptive_field(model.net, n) for n in layers}
     out = SetAnalysis(images, acts, config.top_k, rf, crop, EvalTransform.from_model(model),
-                      {n: top_images_all(acts.layers[n], config.top_k) for n in layers})
+                      {n: top_images_all(acts.layers[n], config.top_k) for n in layers},
+                      max_per_class=config.max_per_class)
     mask = images.labelled
     labels = np.asarray(images.labels, dtype=np.int64)
     k = min(config.top_k, int(mask.sum()))

@@ -100,7 +100,7 @@ def _tuning(ctx: Context, data: dict, stages: dict, run_dir, src, N) -> list[str
              f"image of <b>{esc(iset['name'])}</b> (", ctx.num("set_n", iset["images"], "int", src, ["image_set", "images"]),
              " images, ", ctx.num("set_lab", iset["labelled"], "int", src, ["image_set", "labelled"]),
              " of them labelled, in ", ctx.num("set_cls", iset["classes"], "int", src, ["image_set", "classes"]),
-             " classes) went through the network once; each channel's ", k, " images with the highest maximum are "
+             " classes", _cap(ctx, iset, src), ") went through the network once; each channel's ", k, " images with the highest maximum are "
              "shown as the patch under that maximum: the unit's <i>receptive field</i>, computed from the kernels, "
              "strides, paddings and dilations of the layers on the path to it (grey where it hangs over the border; "
              "the whole crop when it is larger than the image).</p>"]
@@ -226,3 +226,10 @@ def _late_field(late: dict, N) -> str:
     if rf["size"][0] >= rf["crop"][0]:
         return f", and its receptive field ({size} px) is wider than the whole {crop}-px crop"
     return f", and its receptive field spans {size} of the crop's {crop} px"
+
+
+def _cap(ctx: Context, iset: dict, src) -> str:
+    if not iset.get("max_per_class"):
+        return ""
+    return ("; at most " + ctx.num("cap", iset["max_per_class"], "int", src, ["image_set", "max_per_class"])
+            + " per class, drawn at random with a fixed seed, so that the large classes do not crowd the top images")
