@@ -304,6 +304,8 @@ def test_selective_needs_labels_and_the_cli_says_so(tmp_path, capsys, peppers_pa
     assert code == 2 and "error:" in err and "labelled images" in err
     with pytest.raises(ValueError, match="top-k"):
         fm.Config(select="selective", top_k=0)
+    with pytest.raises(ValueError, match="max-per-class"):
+        fm.Config(max_per_class=-1)
 
 
 def test_image_sets_from_folders_and_photos(tmp_path):
