@@ -139,6 +139,17 @@ def summary(paths: list[str], figure: str | None = None) -> None:
         print(f"| {variant} | {eps:g}/255 | {n} | " + " | ".join(cols)
               + f" | {statistics.median(r['steps'] for r in rs):g} | {statistics.median(secs):.1f}, {max(secs):.1f} "
               f"| {statistics.median(cpu):.1f} |")
+    print("\n| photo (target) | " + " | ".join(sorted({v for v, _ in groups})) + " |")
+    print("|---|" + "---|" * len({v for v, _ in groups}))
+    for photo in dict.fromkeys(r["photo"] for r in rows):  # the smallest ε at which all four keep the target
+        cells = []
+        for variant in sorted({v for v, _ in groups}):
+            ok = sorted(r["eps_grey"] for r in rows if r["photo"] == photo and r["variant"] == variant
+                        and all(r[t]["top1"] for t in TRANSFORMS))
+            tried = [r["eps_grey"] for r in rows if r["photo"] == photo and r["variant"] == variant]
+            cells.append(f"{ok[0]:g}/255" if ok else (f"> {max(tried):g}/255" if tried else "–"))
+        target = next(r["target_name"] for r in rows if r["photo"] == photo)
+        print(f"| {photo} ({target}) | " + " | ".join(cells) + " |")
     if figure:
         from cnnlab.plots.attacks import survival_vs_eps
         from cnnlab.runs import save_figure
