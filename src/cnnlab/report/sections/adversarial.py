@@ -68,7 +68,7 @@ def build(ctx: Context) -> Section:
                 r"\Big(X' + \lambda\,\frac{\partial P(y_{\text{fool}}\mid X')}{\partial X'}\Big),", display=True),
         "<p>projected gradient descent (PGD) takes signed steps on the log-probability instead, and Expectation "
         "over Transformation (EOT) ascends, at every step, a capped margin of the target under the plain image, "
-        "the four test transforms (flip, 80 % crop, 30° rotation, grayscale) and jittered copies of them, so that "
+        "the four test transforms (flip, a centre crop to four fifths of the side, 30° rotation, grayscale) and jittered copies of them, so that "
         "the result survives them.</p>",
         "<p>The targets of the default photos were <b>chosen</b>: peppers → space shuttle is required, the other "
         "three were picked by trial (<code>benchmarks/RESULTS.md</code>), which flatters any attack. "
