@@ -64,7 +64,7 @@ WORKER = textwrap.dedent("""
     (y * up[:n]).sum().backward()
     torch.save({"y": y.detach(), "dx": x.grad, "dw": bn.weight.grad, "db": bn.bias.grad, "state": bn.state_dict()},
                f"{out}/uneven_rank{ctx.rank}_of{ctx.world_size}.pt")
-    distributed.teardown(ctx)
+    distributed.teardown(ctx, wait=True)  # without the barrier a rank aborts now and then
 """)
 
 # Tolerances, as allclose(rtol=s, atol=s/10). fp32: the ranks add their per-channel sums in

@@ -134,9 +134,14 @@ def run(config: Config) -> Result:
     device = resolve_device(config.device)
     ctx = distributed.setup(device)
     try:
-        return _run(config, ctx, t_start)
-    finally:
-        distributed.teardown(ctx)
+        result = _run(config, ctx, t_start)
+    except BaseException:
+        distributed.teardown(ctx)  # no barrier: a rank that already failed would never reach it
+        raise
+    # every rank waits for the others before the group goes: destroying a gloo group while a
+    # peer still has traffic in flight aborts that peer ("terminate called without an active exception")
+    distributed.teardown(ctx, wait=True)
+    return result
 
 
 def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
