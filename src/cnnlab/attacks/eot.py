@@ -114,8 +114,8 @@ class EOT(Attack):
     def stop_probability(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """P(target) on the quantized image, or 0 while P(target) under the worst view of
         :meth:`robust_probabilities` is still below ``robust_threshold`` (so the attack goes on)."""
-        plain = self.target_probability(x_q, target)  # B
-        worst = self.robust_probabilities(x_q, target).amin(1)  # B
+        p = self.robust_probabilities(x_q, target)  # B, views: column 0 is the plain image
+        plain, worst = p[:, 0], p.amin(1)  # B, B
         return torch.where(worst >= self.robust_threshold, plain, torch.zeros_like(plain))
 
 
