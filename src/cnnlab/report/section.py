@@ -102,13 +102,13 @@ class Context:
         self.force = force
         self.common = common or {}  # seed/deterministic/device/quiet passed to every experiment
         self._section: Section | None = None
-        self.sources: tuple[str, ...] = ()  # the current section's experiment modules (its SOURCES)
+        self.code = code_version(())  # code_version of the current section's SOURCES (set by begin)
 
     # ------------------------------------------------------------------ sections
     def begin(self, sec: Section, sources: Sequence[str] = ()) -> Section:
         """Start ``sec``; ``sources`` (the section's ``SOURCES``) version the runs it caches."""
         self._section = sec
-        self.sources = tuple(sources)
+        self.code = code_version(sources)  # hashed once per section, not per cached run
         return sec
 
     @property
@@ -125,7 +125,7 @@ class Context:
         interrupted before it finished has no completion marker and is run again (into the same
         folder, so experiments that resume from checkpoints continue where they stopped).
         """
-        code = code_version(self.sources)
+        code = self.code
         key = hashlib.sha256(json.dumps({"name": name, "config": config, "code": code}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:10]
         run_dir = self.work / f"{name}-{key}"
