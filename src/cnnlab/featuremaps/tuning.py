@@ -50,9 +50,8 @@ def crop_size(model) -> tuple[int, int]:
     return int(size[0]), int(size[-1])
 
 
-def layer_shapes(model, layers: list[str]) -> dict[str, list[int]]:
-    """[C, H, W] of each layer's output for one image at the weights' crop size."""
-    extractor = create_feature_extractor(model.net, return_nodes={n: n for n in layers}).eval()
+def layer_shapes(model, extractor, layers: list[str]) -> dict[str, list[int]]:
+    """[C, H, W] of each layer's output (``extractor``'s nodes) for one image at the weights' crop size."""
     with torch.inference_mode():
         out = extractor(torch.zeros(1, 3, *crop_size(model), device=model.mean.device))
     return {n: list(out[n].shape[1:]) for n in layers}
@@ -94,13 +93,13 @@ def _batch_fn(extractor, layers: list[str]):
 def activations(model, images: ImageSet, layers: list[str], *, cache_dir: Path | None, batch_size: int = DEFAULT_BATCH,
                 workers: int = 2) -> Activations:
     """Per-channel max, mean and argmax of every image of ``images`` at each of ``layers``, cached."""
-    shapes = layer_shapes(model, layers)
+    extractor = create_feature_extractor(model.net, return_nodes={n: n for n in layers}).eval()
+    shapes = layer_shapes(model, extractor, layers)
     description = _describe(model, images, layers, shapes)
     path = cache_file(cache_dir, images, model.spec.name, layers) if cache_dir is not None else None
     expect = {f"{n}/{s}": [len(images), shapes[n][0]] for n in layers for s in STATS}
 
     def build():
-        extractor = create_feature_extractor(model.net, return_nodes={n: n for n in layers}).eval()
         out, ext = extract_batches(model, list(images.paths), _batch_fn(extractor, layers), batch_size=batch_size,
                                    workers=workers, precision="fp32", description="activations over the image set")
         return out, {"seconds": ext.seconds, "images_per_second": len(images) / max(ext.seconds, 1e-9)}
