@@ -203,6 +203,29 @@ class Split:
         """The first ``n`` images (all when ``n`` is None)."""
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
+    def hold_out(self, n: int, seed: int) -> tuple[Split, Split]:
+        """(the rest, ``n`` held-out images): class-balanced, drawn by ``seed``, each part in its original order.
+
+        Every class gives ``n // classes`` images (the first ``n % classes`` classes one more),
+        so the validation set has the class mix of the test set whatever the seed.
+        """
+        classes = torch.unique(self.labels)
+        if not 0 < n < len(self):
+            raise ValueError(f"a validation split of {n} images needs 0 < n < {len(self)} (the training set)")
+        generator = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        held = []
+        for i, c in enumerate(classes.tolist()):
+            members = torch.nonzero(labels == c).flatten()
+            take = n // len(classes) + (i < n % len(classes))
+            if take > len(members):
+                raise ValueError(f"class {c} has {len(members)} images, fewer than the {take} a split of {n} needs")
+            held.append(members[torch.randperm(len(members), generator=generator)[:take]])
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        mask[torch.cat(held)] = True
+        mask = mask.to(self.labels.device)
+        return Split(self.images[~mask], self.labels[~mask]), Split(self.images[mask], self.labels[mask])
+
 
 @dataclass
 class CIFAR10:

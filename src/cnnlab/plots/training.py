@@ -21,9 +21,13 @@ def plot_history(history: Sequence[dict[str, float]], title: str = "") -> Figure
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    if all("val_loss" in h for h in history):
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], "^-", label="validation")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented)")
+    if all("val_accuracy" in h for h in history):
+        ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], "^-", label="validation")
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -14,6 +14,7 @@ from cnnlab.options import RunOptions, arg
 
 MODEL_NAMES = ("hw-mish", "hw-mish-bn", "improved")
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("sgd", "muon")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Recipe:
     whiten_bias_epochs: int = 0    # ``improved``: epochs during which the whitening bias trains
     precise_bn: bool = False       # after training, BatchNorm statistics re-estimated over the clean training set
     alternate_flip: bool = False   # with flip: each image mirrored in every other epoch, not at random
+    optimizer: str = "sgd"         # "muon": conv filter banks take Muon, the rest the SGD above
+    muon_lr: float = 0.0           # Muon's peak lr (same schedule as the SGD lr)
+    muon_momentum: float = 0.0     # Muon's Nesterov momentum
+    muon_normalize: bool = False   # filter banks feeding BatchNorm: norm reset to sqrt(out) each step
     note: str = ""
 
 
@@ -86,6 +91,12 @@ class Config(RunOptions):
     flip: bool | None = arg(None, "augmentation: random horizontal flips")
     alternate_flip: bool | None = arg(None, "augmentation: mirror a fixed random half of the images in even "
                                             "epochs and the other half in odd ones, instead of at random")
+    optimizer: str | None = arg(None, "sgd, or muon: Muon (torch.optim.Muon) for the conv filters, SGD for the rest",
+                                choices=OPTIMIZERS)
+    muon_lr: float | None = arg(None, "Muon's peak learning rate (with --optimizer muon)")
+    muon_momentum: float | None = arg(None, "Muon's Nesterov momentum (with --optimizer muon)")
+    muon_normalize: bool | None = arg(None, "with --optimizer muon: hold each filter bank's norm at sqrt(out "
+                                            "channels) (for filters followed by BatchNorm)")
     tta: bool | None = arg(None, "test-time augmentation for the final accuracy")
     precise_bn: bool | None = arg(None, "after training, re-estimate BatchNorm statistics over the clean "
                                         "training set (default: on for hw-mish-bn)")
@@ -98,6 +109,8 @@ class Config(RunOptions):
     verify_md5: bool = arg(True, "check the files against the official MD5 sums (off for your own files)")
     limit_train: int | None = arg(None, "use only the first N training images (smoke runs)")
     limit_test: int | None = arg(None, "use only the first N test images (smoke runs)")
+    val_split: int = arg(0, "hold out N training images (class-balanced, drawn by --seed) as a validation set: "
+                            "validation loss/accuracy per epoch, training on the rest (0 = train on all)")
     resume: Path | None = arg(None, "continue the interrupted run in this folder (its config is used)")
     threads: int | None = arg(None, "CPU threads for torch (default: torch's choice)")
 
@@ -110,14 +123,22 @@ class Config(RunOptions):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr", "weight_decay", "label_smoothing", "translate"):
+        if self.val_split < 0:
+            raise ValueError(f"--val-split must not be negative, got {self.val_split}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "weight_decay", "label_smoothing", "translate", "muon_lr"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {value}")
         if self.label_smoothing is not None and self.label_smoothing >= 1:
             raise ValueError("--label-smoothing must be below 1")
-        if self.momentum is not None and not 0 <= self.momentum < 1:
-            raise ValueError("--momentum must be in [0, 1)")
+        for name in ("momentum", "muon_momentum"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1)")
+        recipe = self.recipe()
+        if recipe.optimizer == "muon" and not (recipe.lr > 0 and recipe.muon_lr > 0):
+            raise ValueError("--optimizer muon needs a positive --lr (the rest's SGD) and --muon-lr")
         for name in ("data_root", "resume", "out"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
@@ -136,7 +157,7 @@ NON_SEMANTIC = ("out", "quiet", "resume", "device", "threads", "download", "data
 
 
 # Recipe fields added after runs (and report caches) already existed; see ``identity``.
-ADDED_LATER = ("precise_bn", "alternate_flip")
+ADDED_LATER = ("precise_bn", "alternate_flip", "optimizer", "muon_lr", "muon_momentum", "muon_normalize")
 RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe)}
 
 

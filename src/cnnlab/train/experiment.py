@@ -35,12 +35,13 @@ from cnnlab.runs import (environment_record, new_run_dir, read_json, resolve_dev
                          seed_everything, write_json, write_text)
 from cnnlab.train import checkpoint
 from cnnlab.train.config import Config, identity
-from cnnlab.train.loop import (Lookahead, TrainingDiverged, evaluate, make_optimizer, precise_bn,
-                               resolve_precision, train_epoch)
+from cnnlab.train.loop import (Lookahead, TrainingDiverged, describe_optimizer, evaluate, make_optimizer,
+                               precise_bn, resolve_precision, train_epoch)
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                  "lr", "seconds")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Result:
     # one entry per process that trained part of the run: the first epoch it trained, where and how
     sessions: list[dict[str, Any]] = field(default_factory=list)
     cached: bool = False            # True when a finished run was reused
+    # --val-split: the held-out images' final accuracy (TTA when the recipe uses it) and plain one
+    val_images: int = 0
+    val_accuracy: float | None = None
+    val_accuracy_plain: float | None = None
 
 
 def _config_from_folder(run_dir: Path, current: Config) -> Config:
@@ -115,7 +120,8 @@ def _precision_words(session: dict[str, Any]) -> str:
 
 def _history_csv(history: list[dict[str, float]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    fields = [f for f in HISTORY_FIELDS if any(f in row for row in history)] or list(HISTORY_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue()
@@ -164,6 +170,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
     seed_everything(config.seed, config.deterministic)
     data = cifar10.load(config.data_root, verify_md5=config.verify_md5, download=config.download)
     train, test = data.train.head(config.limit_train).to(device), data.test.head(config.limit_test).to(device)
+    train, val = train.hold_out(config.val_split, config.seed) if config.val_split else (train, None)
 
     model = build(config.model)
     model.init_from_data(train.images[:5000].float().div(255).cpu())
@@ -203,8 +210,7 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
                     "result.json lists both under 'sessions'", start_epoch, _precision_words(sessions[-2]),
                     _precision_words(sessions[-1]))
     n_params = parameter_count(model)
-    optimizer_desc = (f"SGD (Nesterov, momentum {recipe.momentum}), peak lr {recipe.lr}, weight decay "
-                      f"{recipe.weight_decay:g}, label smoothing {recipe.label_smoothing}, batch {recipe.batch_size}")
+    optimizer_desc = describe_optimizer(recipe)
     if ctx.is_main and mode == "new":
         write_json(run_dir / "config.json", {**dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe),
                                              "init_scheme": model.init_scheme, "parameters": n_params,
@@ -242,6 +248,8 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
             test_loss, test_acc = evaluate(model, test, ctx=ctx, precision=precision)
             row = dict(epoch=epoch + 1, train_loss=stats.loss, train_accuracy=stats.accuracy, test_loss=test_loss,
                        test_accuracy=test_acc, lr=optimizer.param_groups[0]["lr"], seconds=seconds)
+            if val is not None:
+                row["val_loss"], row["val_accuracy"] = evaluate(model, val, ctx=ctx, precision=precision)
             history.append(row)
             if ctx.is_main:
                 log.info("epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  %.1fs", epoch + 1,
@@ -270,12 +278,17 @@ def _run(config: Config, ctx: distributed.Context, t_start: float) -> Result:
                 log.info("precise BatchNorm statistics over %d training images: test accuracy %.4f -> %.4f "
                          "(%.1fs)", len(train), bn_note["test_accuracy_before"], plain_acc, bn_note["seconds"])
     final_acc = evaluate(model, test, ctx=ctx, precision=precision, tta=True)[1] if recipe.tta else plain_acc
+    val_scores = {}
+    if val is not None:
+        plain_val = evaluate(model, val, ctx=ctx, precision=precision)[1]
+        val_scores = dict(val_images=len(val), val_accuracy_plain=plain_val, val_accuracy=(
+            evaluate(model, val, ctx=ctx, precision=precision, tta=True)[1] if recipe.tta else plain_val))
     result = Result(run_dir=run_dir, model=config.model, epochs=recipe.epochs, test_accuracy=final_acc,
                     test_accuracy_plain=plain_acc, test_loss=test_loss, train_seconds=train_seconds,
                     wall_seconds=past_wall + time.perf_counter() - (session_start if mode == "resume" else t_start),
                     parameters=n_params, init_scheme=model.init_scheme, optimizer=optimizer_desc,
                     recipe=dataclasses.asdict(recipe), precision=dataclasses.asdict(precision),
-                    world_size=ctx.world_size, history=history, precise_bn=bn_note, sessions=sessions)
+                    world_size=ctx.world_size, history=history, precise_bn=bn_note, sessions=sessions, **val_scores)
     if ctx.is_main:
         # CPU tensors: model.pt loads with a plain torch.load(..., weights_only=True) on any machine
         checkpoint.save(run_dir / checkpoint.WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})

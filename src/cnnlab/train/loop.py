@@ -20,6 +20,7 @@ from cnnlab.data.cifar10 import Split, alternating_flips, augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import Recipe
 from cnnlab.train.heap import keep_freed_memory
+from cnnlab.train.muon import FilterMuon, filter_banks
 from cnnlab.distributed import Context
 
 
@@ -91,16 +92,18 @@ def lr_factor(step: int, total: int, recipe: Recipe) -> float:
     return (1 - f) + recipe.lr_end * f
 
 
-def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+def param_groups(model: nn.Module, recipe: Recipe, skip: tuple[nn.Parameter, ...] = ()) -> list[dict]:
     """BatchNorm biases get ``bias_lr_scale`` x the lr and weight decay / that scale.
 
     Any BatchNorm kind counts (``SyncBatchNorm`` too), so a model converted for DDP gets the same
     groups, in the same order, as the plain one: the same update, and checkpoints load across both.
+    Parameters in ``skip`` (another optimizer's) are left out.
     """
     bn_bias, other = [], []
+    skipped = {id(p) for p in skip}
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in skipped:
                 continue
             (bn_bias if isinstance(m, nn.modules.batchnorm._BatchNorm) and name == "bias" else other).append(p)
     s = recipe.bias_lr_scale
@@ -110,9 +113,25 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return groups
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    return torch.optim.SGD(param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum,
-                           nesterov=recipe.momentum > 0)
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer | FilterMuon:
+    """Nesterov SGD over :func:`param_groups`; with ``recipe.optimizer == "muon"`` the conv filter
+    banks go to Muon instead (:class:`cnnlab.train.muon.FilterMuon`)."""
+    filters = tuple(filter_banks(model)) if recipe.optimizer == "muon" else ()
+    sgd = torch.optim.SGD(param_groups(model, recipe, skip=filters), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=recipe.momentum > 0)
+    if not filters:
+        return sgd
+    return FilterMuon(filters, sgd, lr=recipe.muon_lr, momentum=recipe.muon_momentum,
+                      lr_scale=recipe.muon_lr / recipe.lr, normalize=recipe.muon_normalize)
+
+
+def describe_optimizer(recipe: Recipe) -> str:
+    sgd = (f"SGD (Nesterov, momentum {recipe.momentum}), peak lr {recipe.lr}, weight decay "
+           f"{recipe.weight_decay:g}, label smoothing {recipe.label_smoothing}, batch {recipe.batch_size}")
+    if recipe.optimizer != "muon":
+        return sgd
+    norm = ", filters renormalized" if recipe.muon_normalize else ""
+    return f"Muon for conv filters (peak lr {recipe.muon_lr}, momentum {recipe.muon_momentum}{norm}); {sgd} for the rest"
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
