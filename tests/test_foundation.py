@@ -1,4 +1,4 @@
-"""Registry, atomic writes, seeding and the offline weights installer."""
+"""Registry, atomic writes, seeding, the run preamble and the offline weights installer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from cnnlab.errors import WeightsIntegrityError
 from cnnlab.models import offline_weights
 from cnnlab.registry import Registry
-from cnnlab.runs import atomic_write, read_json, seed_everything, write_json
+from cnnlab.options import RunOptions
+from cnnlab.runs import atomic_write, read_json, seed_everything, start_run, write_json
 
 
 def test_registry_errors_list_valid_names():
@@ -52,6 +53,26 @@ def test_seed_everything_is_reproducible():
     a = torch.rand(4)
     seed_everything(3)
     assert torch.equal(a, torch.rand(4))
+
+
+def test_start_run_seeds_and_records_the_run(tmp_path):
+    config = RunOptions(out=tmp_path / "run", seed=5, device="cpu")
+    run = start_run("predict", config)
+    a = torch.rand(3)
+    seed_everything(5)
+    assert torch.equal(a, torch.rand(3))
+    assert run.dir == tmp_path / "run" and run.device == "cpu" and run.seed == 5 and run.is_main
+    assert read_json(run.dir / "config.json")["seed"] == 5
+    env = read_json(run.dir / "env.json")
+    assert env["device"] == "cpu" and env["seed"] == 5
+
+
+def test_start_run_takes_a_fixed_device_folder_and_record(tmp_path):
+    config = RunOptions(out=tmp_path / "ignored", device="cuda")  # a fixed device overrides it
+    run = start_run("batchnorm", config, device="cpu", run_dir=tmp_path / "chosen", record={"k": 1})
+    assert run.dir == tmp_path / "chosen" and not (tmp_path / "ignored").exists()
+    assert read_json(run.dir / "config.json") == {"k": 1}
+    assert read_json(run.dir / "env.json")["device"] == "cpu"
 
 
 def _fake_wheel(tmp_path, payload: bytes):

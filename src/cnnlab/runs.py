@@ -1,5 +1,8 @@
 """Run folders, atomic writes, the environment record, seeding and device choice.
 
+:func:`start_run` is the preamble every experiment verb shares: seed, device, process group,
+run folder and environment record, in that order.
+
 Every command writes into a run folder ``runs/<verb>/<YYYYmmdd-HHMMSS>-<id>/`` (or ``--out``):
 ``config.json`` (the resolved options), ``env.json`` (versions, git commit, device, seed),
 result JSON and figures. Every file is written to a temporary name in the same folder and
@@ -20,8 +23,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnlab.distributed import Context
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +216,46 @@ def resolve_device(device: str = "auto") -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
     return device
+
+
+# ----------------------------------------------------------------------------- the preamble
+@dataclass(frozen=True)
+class Run:
+    """A started experiment: where it writes, what it computes on, and its place among ranks.
+
+    ``dir`` is ``None`` on every rank but rank 0 (only rank 0 writes files).
+    """
+
+    verb: str
+    dir: Path | None
+    device: str
+    seed: int
+    ranks: Context
+
+    @property
+    def is_main(self) -> bool:
+        return self.ranks.is_main
+
+
+def start_run(verb: str, config: Any, *, device: str | None = None, join_group: bool = False,
+              run_dir: Path | None = None, record: Any = None) -> Run:
+    """Seed, choose the device, join the process group, create the run folder, record the run.
+
+    ``config`` is a :class:`~cnnlab.options.RunOptions` (its ``seed``, ``deterministic``,
+    ``device`` and ``out`` are read). ``device`` fixes the device instead of ``config.device``
+    (an experiment that only runs on the CPU); ``join_group`` joins torchrun's process group,
+    which may narrow the device to this rank's GPU; ``run_dir`` is a folder the verb already
+    chose (default: :func:`new_run_dir`); ``record`` is what ``config.json`` holds (default:
+    ``config``).
+    """
+    from cnnlab import distributed
+
+    seed_everything(config.seed, config.deterministic)
+    device = device or resolve_device(config.device)
+    ranks = distributed.setup(device) if join_group else distributed.Context(device=device)
+    folder = None
+    if ranks.is_main:
+        folder = run_dir if run_dir is not None else new_run_dir(verb, config.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_run_metadata(folder, config if record is None else record, ranks.device, config.seed)
+    return Run(verb, folder, ranks.device, config.seed, ranks)
