@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from cnnlab.options import RunOptions, arg
-from cnnlab.runs import new_run_dir, save_figure, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import save_figure, start_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,7 @@ def cifar_bias_check(model_name: str = "hw-mish-bn") -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------- the verb
 def run(config: Config) -> Result:
-    seed_everything(config.seed, config.deterministic)
-    run_dir = new_run_dir("batchnorm", config.out)
-    write_run_metadata(run_dir, config, "cpu", config.seed)
+    run_dir = start_run("batchnorm", config, device="cpu").dir
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(config.seed)
     dt = torch.float64  # so that "identical" means "equal to rounding error"

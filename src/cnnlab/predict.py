@@ -24,7 +24,7 @@ from cnnlab.images import expand_paths, load_image
 from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
 from cnnlab.options import RunOptions, arg
 from cnnlab.progress import track
-from cnnlab.runs import new_run_dir, resolve_device, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import start_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,9 @@ def classify(model, images: list, top_k: int = 3, batch_size: int = 16) -> list[
 
 
 def run(config: Config) -> Result:
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
-    model = load_pretrained(config.model, device=device)
-    run_dir = new_run_dir("predict", config.out)
-    write_run_metadata(run_dir, config, device, config.seed)
+    run = start_run("predict", config)
+    run_dir = run.dir
+    model = load_pretrained(config.model, device=run.device)
     t0 = time.perf_counter()
 
     paths = expand_paths(config.images)

@@ -40,7 +40,7 @@ from cnnlab.images import default_photo, load_image
 from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
 from cnnlab.options import RunOptions, arg
 from cnnlab.plots.featuremaps import Panel, featuremap_rows, selectivity_figure, tuning_grid
-from cnnlab.runs import atomic_write, new_run_dir, resolve_device, save_figure, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import atomic_write, save_figure, start_run, write_json
 
 log = logging.getLogger(__name__)
 STAGES = tuple(STAGE_FRACTIONS)
@@ -172,10 +172,8 @@ def _choose(config: Config, i: int, layer: Layer, fmap: torch.Tensor, analysis: 
 
 
 def run(config: Config) -> Result:
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
-    run_dir = new_run_dir("featuremaps", config.out)
-    write_run_metadata(run_dir, config, device, config.seed)
+    run = start_run("featuremaps", config)
+    run_dir, device = run.dir, run.device
     img, image_name = _photo(config)
     model = load_pretrained(config.model, device=device)
     blocks = candidate_layers(model.net)

@@ -36,7 +36,7 @@ from cnnlab.probe.classify import (C_MAX, C_MIN, C_STEPS, CLASSIFIERS, VAL_FRACT
                                    fit_probe, mean_per_class_accuracy, overall_accuracy, per_class_accuracy)
 from cnnlab.probe.extract import DEFAULT_BATCH, PRECISIONS, EvalTransform, extract_features
 from cnnlab.registry import Registry
-from cnnlab.runs import new_run_dir, resolve_device, save_figure, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import save_figure, start_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -203,19 +203,14 @@ def run(config: Config, *, model: ImageNetClassifier | None = None) -> Result:
 
     ``model`` may be given to reuse an already-loaded :class:`ImageNetClassifier`.
     """
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
-    ctx = distributed.setup(device)
-    device = ctx.device  # under torchrun on GPUs, this rank's own GPU
+    run = start_run("probe", config, join_group=True)  # under torchrun on GPUs, run.device is this rank's GPU
+    ctx, device, run_dir = run.ranks, run.device, run.dir
     splits = load_dataset(config)
     train, test = _limit(splits.train, config.limit_per_class), _limit(splits.test, config.limit_per_class)
     model = model if model is not None else load_pretrained(config.model, device=device)
     if model.head.out_features == model.feature_dim:
         log.warning("the head of %s is square: check that features are not the logits", model.spec.name)
     weights = f"{type(model.spec.weights).__name__}.{model.spec.weights.name}"
-    run_dir = new_run_dir("probe", config.out) if ctx.is_main else None
-    if run_dir is not None:
-        write_run_metadata(run_dir, config, device, config.seed)
 
     X_train, ext_train = split_features(model, train, "trainval", splits.name, config, ctx)
     X_test, ext_test = split_features(model, test, "test", splits.name, config, ctx)
