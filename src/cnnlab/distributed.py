@@ -51,7 +51,7 @@ class Context:
         return batch[self.rank * n:(self.rank + 1) * n]
 
     def all_sum(self, values: list[float]) -> list[float]:
-        """Sum numbers over ranks (identity without DDP)."""
+        """Sum numbers over ranks (unchanged without DDP)."""
         if not self.enabled:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
