@@ -8,10 +8,9 @@ small because depthwise convolutions on a CPU run fastest at batch 8-16 in chann
 
 The network can also run as several *streams* (``streams=N``): threads that each take whole
 batches with ``threads / N`` intra-op threads, instead of one batch at a time split over all
-cores. On the shared 2-core machine the results were mixed (a model-only test: two
-single-threaded streams 27-31 img/s against 4 img/s for one two-threaded stream; the end-to-end
-benchmark, twice: one stream 6.7x and 7.5x the plain loop, two streams 5.4x and 4.5x), so the
-default is one stream; see benchmarks/RESULTS.md.
+cores. Streams win when the network alone is timed, but end to end (decoding included) one
+stream is faster on a 2-core CPU, so one stream is the default; the timings are in
+benchmarks/RESULTS.md.
 
 bf16 autocast is used only when the CPU supports it *and* a calibration sample shows that
 bf16 features agree with fp32 ones (cosine similarity of the normalized features at least
