@@ -15,7 +15,7 @@ from conftest import PEPPERS
 
 from cnnlab.report import build
 from cnnlab.report.browser import find_chromium
-from cnnlab.report.section import Context, Section, esc, format_number, json_get
+from cnnlab.report.section import ReportContext, SectionContext, esc, format_number, json_get
 from cnnlab.report.sections import ORDER
 from cnnlab.runs import read_json
 
@@ -173,23 +173,21 @@ def test_second_run_reuses_finished_experiments(tmp_path):
     from cnnlab.report.profiles import get_profile
 
     calls = []
-    ctx = Context(get_profile("tiny"), tmp_path, None)
+    report = ReportContext(get_profile("tiny"), tmp_path)
     for _ in range(2):
-        ctx.begin(Section("x", "X", ""))
+        ctx = SectionContext(report, "x")
         d = ctx.cached("exp", {"a": 1}, lambda d: calls.append(d))
     assert len(calls) == 1 and d == calls[0]
-    ctx.begin(Section("x", "X", ""))
-    assert ctx.cached("exp", {"a": 2}, lambda d: calls.append(d)) != d  # another config: another run
-    # an interrupted run (no completion marker) runs again, into the same folder
-    ctx.begin(Section("x", "X", ""))
+    assert [r["run_dir"] for r in ctx.section.runs] == [report.rel(d)]  # each section records its own runs
+    assert SectionContext(report, "x").cached("exp", {"a": 2}, lambda d: calls.append(d)) != d  # another config
 
     def crash(d):
         raise KeyboardInterrupt
 
+    # an interrupted run (no completion marker) runs again, into the same folder
     with pytest.raises(KeyboardInterrupt):
-        ctx.cached("exp", {"a": 3}, crash)
-    ctx.begin(Section("x", "X", ""))
-    ctx.cached("exp", {"a": 3}, lambda d: calls.append(d))
+        SectionContext(report, "x").cached("exp", {"a": 3}, crash)
+    SectionContext(report, "x").cached("exp", {"a": 3}, lambda d: calls.append(d))
     assert len(calls) == 3
 
 
@@ -343,14 +341,14 @@ def test_a_changed_experiment_module_runs_again(tmp_path, monkeypatch):
     from cnnlab.report.profiles import get_profile
 
     calls = []
-    ctx = Context(get_profile("tiny"), tmp_path, None)
+    report = ReportContext(get_profile("tiny"), tmp_path)
     for _ in range(2):
-        ctx.begin(Section("x", "X", ""), ["cnnlab.batchnorm"])
-        first = ctx.cached("exp", {"a": 1}, lambda d: calls.append(d))
+        first = SectionContext(report, "x", sources=["cnnlab.batchnorm"]).cached("exp", {"a": 1},
+                                                                                 lambda d: calls.append(d))
     assert len(calls) == 1
     real = section.code_version
     monkeypatch.setattr(section, "code_version", lambda modules: real(modules) + "-edited")
-    ctx.begin(Section("x", "X", ""), ["cnnlab.batchnorm"])
+    ctx = SectionContext(report, "x", sources=["cnnlab.batchnorm"])
     assert ctx.cached("exp", {"a": 1}, lambda d: calls.append(d)) != first and len(calls) == 2
 
 
@@ -427,8 +425,7 @@ def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
     losses = {"hw-mish": [2.0, 1.5], "hw-mish-bn": [1.8, 1.2] if bn_better else [2.1, 1.7], "improved": [1.9, 1.0]}
     accs = {"hw-mish": 0.5, "hw-mish-bn": 0.6, "improved": 0.4 if bn_better else 0.7}
     _fake_cifar_training(monkeypatch, losses, accs)
-    ctx = Context(Profile("t", "t", train={m: {} for m in losses}, synthetic=False), tmp_path, None)
-    html = cifar10.build(ctx).html
+    html = build.make_section(cifar10, ReportContext(Profile("t", "t", train={m: {} for m in losses}), tmp_path)).html
     assert ("lower at every epoch" in html) == bn_better
     assert ("did <b>not</b> train faster" in html) == (not bn_better)
     assert ("<code>improved</code> beats both" in html) == (not bn_better)
@@ -446,13 +443,13 @@ def test_a_changed_recipe_default_is_trained_again(tmp_path, monkeypatch):
     models = ("hw-mish", "hw-mish-bn", "improved")
     trained = _fake_cifar_training(monkeypatch, {m: [2.0, 1.0] for m in models}, {m: 0.5 for m in models})
     profile = Profile("t", "t", train={m: {} for m in models}, synthetic=False)
-    cifar10.build(Context(profile, tmp_path, None))
-    cifar10.build(Context(profile, tmp_path, None))
+    build.make_section(cifar10, ReportContext(profile, tmp_path))
+    build.make_section(cifar10, ReportContext(profile, tmp_path))
     assert sorted(trained) == sorted(models)  # the second build reused all three
     recipes = dict(train_config.RECIPES)
     recipes["hw-mish"] = dataclasses.replace(recipes["hw-mish"], epochs=recipes["hw-mish"].epochs + 1)
     monkeypatch.setattr(train_config, "RECIPES", recipes)
-    cifar10.build(Context(profile, tmp_path, None))
+    build.make_section(cifar10, ReportContext(profile, tmp_path))
     assert sorted(trained) == sorted(models + ("hw-mish",))  # only the changed one ran again
 
 
@@ -516,8 +513,8 @@ def test_adversarial_sentences_follow_the_robustness_table(tmp_path, monkeypatch
     from cnnlab.report.sections import adversarial
 
     _fake_attacks(monkeypatch, eot_better)
-    ctx = Context(Profile("t", "t", attack={"methods": ("pgd", "eot")}), tmp_path, None)
-    html = adversarial.build(ctx).html
+    html = build.make_section(adversarial, ReportContext(Profile("t", "t", attack={"methods": ("pgd", "eot")}),
+                                                         tmp_path)).html
     assert ("EOT adversarials survive the transforms more often" in html) == eot_better
     assert ("Here EOT did <b>not</b> survive" in html) == (not eot_better)
 
@@ -528,8 +525,8 @@ def test_adversarial_price_of_robustness_sweeps_eps(tmp_path, monkeypatch):
     from cnnlab.report.sections import adversarial
 
     attacked = _fake_attacks(monkeypatch, eot_better=True)
-    ctx = Context(Profile("t", "t", attack={"methods": ("pgd", "eot"), "sweep_eps": (2, 8)}), tmp_path, None)
-    html = adversarial.build(ctx).html
+    profile = Profile("t", "t", attack={"methods": ("pgd", "eot"), "sweep_eps": (2, 8)})
+    html = build.make_section(adversarial, ReportContext(profile, tmp_path)).html
     assert sorted(attacked) == sorted(["pgd", "eot"] * 3)  # chosen targets at 2/255, 8/255, random targets
     assert "The price of robustness" in html and "survival_eps.png" in html
     assert "&gt; 8/255" in html  # pgd never survives: beyond the largest ε tried
@@ -545,15 +542,15 @@ def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
 
     attacked = _fake_attacks(monkeypatch)
     profile = Profile("t", "t", attack={"methods": ("pgd", "eot")})
-    adversarial.build(Context(profile, tmp_path, None))
-    adversarial.build(Context(profile, tmp_path, None))
+    build.make_section(adversarial, ReportContext(profile, tmp_path))
+    build.make_section(adversarial, ReportContext(profile, tmp_path))
     assert attacked == ["pgd", "eot"] * 2  # chosen, then random targets; the second build reused all four
     source, truth, target = targets.BUILTINS["camera"]
     monkeypatch.setitem(targets.BUILTINS, "camera", (source, truth, target + 1))
-    adversarial.build(Context(profile, tmp_path, None))
+    build.make_section(adversarial, ReportContext(profile, tmp_path))
     assert attacked == ["pgd", "eot"] * 4  # a default photo's target changed: all attack again
     monkeypatch.setattr(EOT, "default_robust_threshold", EOT.default_robust_threshold + 0.1)
-    adversarial.build(Context(profile, tmp_path, None))
+    build.make_section(adversarial, ReportContext(profile, tmp_path))
     assert attacked == ["pgd", "eot"] * 4 + ["eot"] * 2  # only EOT's own setting changed
 
 
@@ -575,7 +572,41 @@ def test_a_hostile_class_name_is_text(tmp_path, monkeypatch):
         _png(config.out / "confusion.png")
 
     monkeypatch.setattr(probe, "run", fake_probe)
-    html = transfer.build(Context(Profile("t", "t"), tmp_path, None)).html
+    html = build.make_section(transfer, ReportContext(Profile("t", "t"), tmp_path)).html
     page = _tags(html)
     assert not [t for t, _ in page.tags if t == "script"]
     assert "".join(page.text).count(hostile) == 3  # the dataset, the note and the class, each shown as text
+
+
+def test_a_template_shows_recorded_numbers_and_escapes_text(tmp_path):
+    """The ``num`` filter shows the recorded text tagged with its key; other values are escaped."""
+    from cnnlab.report.profiles import get_profile
+    from cnnlab.report.section import templates
+    from cnnlab.runs import write_json
+
+    ctx = SectionContext(ReportContext(get_profile("tiny"), tmp_path), "x")
+    src = write_json(tmp_path / "runs" / "r.json", {"a": [0.25, -3e-7]})
+    N = ctx.reader(src, base=["a"])
+    html = templates().from_string("{{ q | num }} and {{ t | num }}: {{ name }}").render(
+        q=N("quarter", [0], ".0%", unit=" of it"), t=N("tiny", [1], ".1e"), name=HOSTILE)
+    assert html == ('<span class="num" data-key="x.quarter">25%</span> of it and '
+                    f'<span class="num" data-key="x.tiny">−3.0×10⁻⁷</span>: {esc(HOSTILE)}')
+    assert ctx.section.numbers["x.tiny"]["source"] == {"file": "runs/r.json", "path": ["a", 1]}
+    assert ctx.jnum("quarter", src, ["a", 0], ".0%").text == "25%"  # the same key again, the same value: fine
+    with pytest.raises(ValueError, match="x.quarter"):
+        ctx.derived("quarter", 0.5, ".0%", "not the recorded value")
+
+
+def test_a_figure_caption_is_markup_and_its_alt_is_text(tmp_path):
+    from cnnlab.report.profiles import get_profile
+    from cnnlab.report.section import templates
+
+    ctx = SectionContext(ReportContext(get_profile("tiny"), tmp_path), "x")
+    _png(tmp_path / "run" / "plot.png")
+    fig = ctx.figure(tmp_path / "run" / "plot.png", wide=True)
+    html = templates().from_string('{% set c %}Made from <code>{{ name }}</code>.{% endset %}{{ fig | figure(c) }}'
+                                   ).render(fig=fig, name=HOSTILE)
+    page = _tags(html)
+    assert [t for t, _ in page.tags] == ["figure", "img", "figcaption", "code"]
+    assert page.tags[0][1] == {"class": "wide"} and page.tags[1][1]["alt"] == f"Made from {HOSTILE}."
+    assert (tmp_path / page.tags[1][1]["src"]).is_file() and ctx.section.figures == [page.tags[1][1]["src"]]

@@ -25,11 +25,11 @@ from pathlib import Path
 from cnnlab import __version__
 from cnnlab.options import RunOptions, arg
 from cnnlab.report.profiles import PROFILES, get_profile
-from cnnlab.report.section import Context, Section, esc
+from cnnlab.report.section import (TEMPLATES, HtmlSectionContext, ReportContext, Section, SectionContext,
+                                  SectionData, templates)
 from cnnlab.runs import git_commit, runs_root, seed_everything, write_json, write_run_metadata, write_text
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass(kw_only=True)
@@ -76,11 +76,33 @@ def default_out(profile: str) -> Path:
     return runs_root() / "report" / profile
 
 
-def build_section(module, ctx: Context) -> Section:
+def section_context(module, report: ReportContext) -> SectionContext:
+    """The context for ``module``: records as :class:`~cnnlab.report.section.Num` and
+    :class:`~cnnlab.report.section.Figure` for a ``collect`` section, as HTML for a ``build`` one."""
+    return (SectionContext if hasattr(module, "collect") else HtmlSectionContext).of(report, module)
+
+
+def fill_section(module, ctx: SectionContext) -> Section:
+    """Run ``module``'s experiments and write its HTML into ``ctx.section``."""
+    if hasattr(module, "collect"):
+        ctx.section.html = ctx.render(module.collect(ctx))
+    else:
+        module.build(ctx)
+    return ctx.section
+
+
+def make_section(module, report: ReportContext) -> Section:
+    """One section, built; a failure propagates."""
+    return fill_section(module, section_context(module, report))
+
+
+def build_section(module, report: ReportContext) -> Section:
     """Run one section; a missing experiment module or a failure becomes a visible notice."""
     t0 = time.perf_counter()
+    ctx = section_context(module, report)
+    sec = ctx.section
     try:
-        sec = module.build(ctx)
+        fill_section(module, ctx)
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("cnnlab"):
             raise
@@ -88,28 +110,23 @@ def build_section(module, ctx: Context) -> Section:
                       note=f"This experiment is not available in this version of cnnlab ({exc.name} is missing).")
     except Exception as exc:  # noqa: BLE001 - one failed experiment must not lose the others
         log.error("section %s failed: %s", module.ID, exc)
-        sec = ctx._section if ctx._section is not None and ctx._section.id == module.ID else Section(module.ID, module.TITLE, "")
-        ctx.begin(sec)
         sec.status, sec.note = "failed", f"This section failed: {type(exc).__name__}: {exc}"
-        sec.html = f'<pre class="config">{esc(traceback.format_exc(limit=4))}</pre>' + ctx.provenance()
+        sec.html = ctx.render(SectionData(trace=traceback.format_exc(limit=4)), "sections/_failed.html.j2")
     sec.seconds = time.perf_counter() - t0
     return sec
 
 
-def render(ctx: Context, sections: list[Section], modules: list) -> Path:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
+def render(report: ReportContext, sections: list[Section], modules: list) -> Path:
     from cnnlab.report.appendix import appendix_html
 
     appendix, code_css = appendix_html([(m.TITLE, list(m.SOURCES)) for m in modules]
                                        + [("The report itself", ["cnnlab.report.build", "cnnlab.report.section"])])
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    html = env.get_template("index.html.j2").render(
-        sections=sections, profile=ctx.profile, version=__version__, commit=git_commit(),
+    html = templates().get_template("index.html.j2").render(
+        sections=sections, profile=report.profile, version=__version__, commit=git_commit(),
         built=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), appendix=appendix)
-    write_text(ctx.out / "report.css", (TEMPLATES / "report.css").read_text(encoding="utf-8"))
-    write_text(ctx.out / "code.css", code_css + "\n")
-    return write_text(ctx.out / "index.html", html)
+    write_text(report.out / "report.css", (TEMPLATES / "report.css").read_text(encoding="utf-8"))
+    write_text(report.out / "code.css", code_css + "\n")
+    return write_text(report.out / "index.html", html)
 
 
 def run(config: Config) -> Result:
@@ -122,14 +139,13 @@ def run(config: Config) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     write_run_metadata(out, config, config.device, config.seed)
     common = {"seed": config.seed, "deterministic": config.deterministic, "device": config.device, "quiet": True}
-    ctx = Context(profile, out, config.data_root, force=config.force, common=common, photo=config.image)
+    report = ReportContext(profile, out, config.data_root, force=config.force, common=common, photo=config.image)
     modules = [m for m in section_modules() if not config.sections or m.ID in config.sections]
     sections = []
     for module in modules:
         log.info("section %s", module.ID)
-        sections.append(build_section(module, ctx))
-        ctx._section = None
-    html = render(ctx, sections, modules)
+        sections.append(build_section(module, report))
+    html = render(report, sections, modules)
     write_json(out / "results.json", {
         "profile": profile.name, "version": __version__, "commit": git_commit(),
         "sections": {s.id: {"title": s.title, "status": s.status, "note": s.note, "seconds": s.seconds,

@@ -1,11 +1,16 @@
-"""The section interface: a section runs (or reuses) its experiment and returns its HTML.
+"""How a report section is written: ``collect`` gathers the results, a template shows them.
 
 A section module defines ``ID``, ``TITLE``, ``SOURCES`` (the modules quoted in the code
-appendix, whose source also versions the section's cached runs: ``ctx.begin(sec, SOURCES)``)
-and ``build(ctx: Context) -> Section``. Every number it writes goes through
-:meth:`Context.num`, which records the value, the text shown and where in which results JSON
-it came from, so a test can check the text against the results. Strings from outside the code
-(file names, paths, class names) go into the HTML only through :func:`esc`.
+appendix; their source also versions the section's cached runs) and
+``collect(ctx: SectionContext) -> SectionData``. ``collect`` runs its experiments through
+:meth:`SectionContext.cached` (or reuses finished runs) and returns the values that its template,
+``templates/sections/<ID>.html.j2``, shows. Every number goes through :meth:`SectionContext.num`,
+:meth:`~SectionContext.jnum` or :meth:`~SectionContext.derived`, which record the value, the
+text shown and the results file and JSON path it came from, and return a :class:`Num` that the
+template shows with the ``num`` filter; a test checks the text against the results. Figures are
+:class:`Figure` records shown with the ``figure`` filter, formulas go through the ``tex`` filter,
+and the run folders through ``provenance``. Templates autoescape every other value, so a file
+or class name from outside the code is always shown as text.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -30,6 +37,7 @@ from cnnlab.runs import read_json, write_json
 log = logging.getLogger(__name__)
 
 COMPLETE = ".complete.json"  # written last into a cached run folder: its presence means "finished"
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass
@@ -41,10 +49,31 @@ class Section:
     html: str
     figures: list[str] = field(default_factory=list)  # paths relative to the report folder
     numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)  # {"name", "run_dir", "config"}
+    runs: list[dict[str, Any]] = field(default_factory=list)  # {"name", "run_dir", "config", "code", "seconds"}
     status: str = "ok"  # "ok", "unavailable" (the experiment's module is missing) or "failed"
     note: str = ""
     seconds: float = 0.0
+
+
+class SectionData(SimpleNamespace):
+    """The values a section's template shows, by name: :class:`Num`, :class:`Figure`, text, lists, flags."""
+
+
+@dataclass(frozen=True)
+class Num:
+    """A recorded number as shown: its key in ``results.json``, its text and its unit."""
+
+    key: str
+    text: str
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure copied into the report folder; its template writes the caption."""
+
+    src: str  # relative to the report folder
+    wide: bool = False
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -62,12 +91,15 @@ def format_number(value: Any, spec: str) -> str:
 
 
 def esc(value: Any) -> str:
-    """``value`` as HTML text or attribute value (``& < > " '`` escaped), as Jinja's autoescape does.
-
-    Every string that comes from outside the code (file names, paths, class names, messages)
-    goes through this before it is put into a section's HTML.
-    """
+    """``value`` as HTML text or attribute value (``& < > " '`` escaped), as the templates' autoescape does."""
     return str(escape(value))
+
+
+def json_get(data: Any, path: Sequence[Any]) -> Any:
+    """The value at ``path`` (keys and list indices) in parsed JSON ``data``."""
+    for key in path:
+        data = data[key]
+    return data
 
 
 def code_version(modules: Sequence[str]) -> str:
@@ -83,40 +115,99 @@ def code_version(modules: Sequence[str]) -> str:
     return digest.hexdigest()[:12]
 
 
-def json_get(data: Any, path: Sequence[Any]) -> Any:
-    for key in path:
-        data = data[key]
-    return data
+# ---------------------------------------------------------------------- HTML of the records
+def num_html(n: Num) -> Markup:
+    """The ``num`` filter: a recorded number as a ``<span class="num">`` tagged with its key."""
+    return Markup('<span class="num" data-key="{}">{}</span>{}').format(n.key, n.text, n.unit)
 
 
-class Context:
-    """What a section may use: the profile, data root, the report folder, caching and numbers."""
+def figure_html(f: Figure, caption: str = "", alt: str | None = None) -> Markup:
+    """The ``figure`` filter: ``{{ fig | figure(caption) }}`` with ``caption`` HTML (a ``{% set %}``
+    block); the image's alt text is the caption's text unless ``alt`` is given."""
+    caption = Markup(caption)
+    return Markup('<figure{}><img src="{}" alt="{}" loading="eager"><figcaption>{}</figcaption></figure>').format(
+        Markup(' class="wide"') if f.wide else "", f.src, caption.striptags() if alt is None else alt, caption)
 
-    def __init__(self, profile: Profile, out: Path, data_root: Path | None, force: bool = False,
-                 common: dict[str, Any] | None = None, photo: Path | None = None) -> None:
-        self.profile = profile
-        self.out = out
-        self.work = out / "runs"
-        self.data_root = data_root
-        self.photo = photo  # the user's photo for the photo sections (None: see report.inputs.report_photo)
-        self.force = force
-        self.common = common or {}  # seed/deterministic/device/quiet passed to every experiment
-        self._section: Section | None = None
-        self.code = code_version(())  # code_version of the current section's SOURCES (set by begin)
 
-    # ------------------------------------------------------------------ sections
-    def begin(self, sec: Section, sources: Sequence[str] = ()) -> Section:
-        """Start ``sec``; ``sources`` (the section's ``SOURCES``) version the runs it caches."""
-        self._section = sec
-        self.code = code_version(sources)  # hashed once per section, not per cached run
-        return sec
+def tex_html(src: str, display: bool = False) -> Markup:
+    """The ``tex`` filter: LaTeX as MathML."""
+    return Markup(tex(src, display))
+
+
+def provenance_html(runs: Sequence[dict[str, Any]]) -> Markup:
+    """The ``provenance`` filter: the run folders and configs a section came from."""
+    if not runs:
+        return Markup("")
+    item = Markup('<li><code>{}</code> <details><summary>config</summary><pre class="config">{}</pre></details></li>')
+    items = Markup("").join(item.format(r["run_dir"], json.dumps(r["config"], sort_keys=True, default=str))
+                            for r in runs)
+    return Markup('<div class="provenance"><p>Run folders:</p><ul>{}</ul></div>').format(items)
+
+
+@lru_cache(maxsize=1)
+def templates():
+    """The report's Jinja environment: autoescaped, with the filters above."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    env.filters.update(num=num_html, figure=figure_html, tex=tex_html, provenance=provenance_html)
+    return env
+
+
+# ---------------------------------------------------------------------- contexts
+@dataclass(frozen=True)
+class ReportContext:
+    """What the whole report shares: the profile, the report folder, the data and the options
+    every experiment gets."""
+
+    profile: Profile
+    out: Path
+    data_root: Path | None = None
+    force: bool = False  # rerun finished experiments
+    common: dict[str, Any] = field(default_factory=dict)  # seed/deterministic/device/quiet for every experiment
+    photo: Path | None = None  # the user's photo for the photo sections (None: see report.inputs.report_photo)
 
     @property
-    def section(self) -> Section:
-        assert self._section is not None, "call ctx.begin(Section(...)) first"
-        return self._section
+    def work(self) -> Path:
+        """Where the experiments' run folders and shared inputs live."""
+        return self.out / "runs"
 
-    # ------------------------------------------------------------------ caching
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the report folder (as written into the HTML), else as it is."""
+        try:
+            return Path(path).resolve().relative_to(self.out.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+
+class SectionContext:
+    """One section's view of the report: its cached runs, figures and recorded numbers.
+
+    ``self.section`` collects what the report keeps of it (runs, figures, numbers); the
+    report's shared settings are read through ``self.report`` or the properties below.
+    """
+
+    def __init__(self, report: ReportContext, id: str, title: str = "", sources: Sequence[str] = ()) -> None:
+        self.report = report
+        self.section = Section(id, title, "")
+        self.code = code_version(sources)  # versions every run this section caches
+
+    @classmethod
+    def of(cls, report: ReportContext, module: Any) -> SectionContext:
+        """The context for a section module (its ``ID``, ``TITLE`` and ``SOURCES``)."""
+        return cls(report, module.ID, module.TITLE, module.SOURCES)
+
+    profile = property(lambda self: self.report.profile)
+    out = property(lambda self: self.report.out)
+    work = property(lambda self: self.report.work)
+    data_root = property(lambda self: self.report.data_root)
+    photo = property(lambda self: self.report.photo)
+    common = property(lambda self: self.report.common)
+
+    def rel(self, path: Path) -> str:
+        return self.report.rel(path)
+
     def cached(self, name: str, config: dict[str, Any], runner: Callable[[Path], Any]) -> Path:
         """The run folder for ``(name, config)``: reused when finished, else (re)run by ``runner``.
 
@@ -130,7 +221,7 @@ class Context:
                                         default=str).encode()).hexdigest()[:10]
         run_dir = self.work / f"{name}-{key}"
         marker = run_dir / COMPLETE
-        if marker.exists() and not self.force:
+        if marker.exists() and not self.report.force:
             log.info("reusing %s (finished %s)", run_dir, read_json(marker).get("finished"))
         else:
             log.info("running %s -> %s", name, run_dir)
@@ -143,15 +234,8 @@ class Context:
                                   "seconds": read_json(marker).get("seconds")})
         return run_dir
 
-    # ------------------------------------------------------------------ output helpers
-    def rel(self, path: Path) -> str:
-        try:
-            return Path(path).resolve().relative_to(self.out.resolve()).as_posix()
-        except ValueError:
-            return str(path)
-
-    def figure(self, src: Path, caption: str, alt: str | None = None, wide: bool = False) -> str:
-        """Copy a figure into ``figures/`` and return its ``<figure>`` HTML."""
+    def figure(self, src: Path, wide: bool = False) -> Figure:
+        """Copy the figure ``src`` written by an experiment into the report's ``figures/``."""
         src = Path(src)
         if not src.is_file():
             raise FileNotFoundError(f"figure {src} was not written by its experiment")
@@ -160,45 +244,66 @@ class Context:
         shutil.copyfile(src, dest)
         rel = self.rel(dest)
         self.section.figures.append(rel)
-        cls = ' class="wide"' if wide else ""
-        alt = alt if alt is not None else Markup(caption).striptags()  # the caption's text, without its markup
-        return (f'<figure{cls}><img src="{esc(rel)}" alt="{esc(alt)}" loading="eager">'
-                f"<figcaption>{caption}</figcaption></figure>")
+        return Figure(rel, wide)
 
-    def _key(self, key: str, value: Any) -> str:
+    def _record(self, key: str, value: Any, spec: str, unit: str, **origin: Any) -> Num:
         full = f"{self.section.id}.{key}"
-        if full in self.section.numbers and self.section.numbers[full]["value"] != value:
+        numbers = self.section.numbers
+        if full in numbers and numbers[full]["value"] != value:
             raise ValueError(f"number key {full!r} used twice for different values")
-        return full
-
-    def num(self, key: str, value: Any, spec: str, source: Path, path: Sequence[Any], unit: str = "") -> str:
-        """Show ``value`` (which must be ``source``'s JSON at ``path``) and record it."""
-        full = self._key(key, value)
         text = format_number(value, spec)
-        self.section.numbers[full] = {"value": value, "text": text, "spec": spec,
-                                      "source": {"file": self.rel(source), "path": list(path)}}
-        return f'<span class="num" data-key="{esc(full)}">{esc(text)}</span>{esc(unit)}'
+        numbers[full] = {"value": value, "text": text, "spec": spec, **origin}
+        return Num(full, text, unit)
 
-    def derived(self, key: str, value: Any, spec: str, formula: str, unit: str = "") -> str:
-        """Show a number computed from results (``formula`` says how) and record it."""
-        full = self._key(key, value)
-        text = format_number(value, spec)
-        self.section.numbers[full] = {"value": value, "text": text, "spec": spec, "derived": formula}
-        return f'<span class="num" data-key="{esc(full)}">{esc(text)}</span>{esc(unit)}'
+    def num(self, key: str, value: Any, spec: str, source: Path, path: Sequence[Any], unit: str = "") -> Num:
+        """Record ``value`` (which must be ``source``'s JSON at ``path``) under ``<section>.<key>``."""
+        return self._record(key, value, spec, unit, source={"file": self.rel(source), "path": list(path)})
 
-    def jnum(self, key: str, source: Path, path: Sequence[Any], spec: str, unit: str = "") -> str:
+    def jnum(self, key: str, source: Path, path: Sequence[Any], spec: str, unit: str = "") -> Num:
         """:meth:`num` for the value read from ``source`` at ``path``."""
         return self.num(key, json_get(read_json(source), path), spec, source, path, unit)
+
+    def reader(self, source: Path, data: Any = None, prefix: str = "", base: Sequence[Any] = ()):
+        """``N(key, path, spec, unit="")``: :meth:`num` for ``source``'s JSON (``data``, read once)
+        at ``[*base, *path]``, recorded as ``prefix + key``."""
+        data = read_json(source) if data is None else data
+
+        def N(key: str, path: Sequence[Any], spec: str, unit: str = "") -> Num:
+            full = [*base, *path]
+            return self.num(prefix + key, json_get(data, full), spec, source, full, unit)
+
+        return N
+
+    def derived(self, key: str, value: Any, spec: str, formula: str, unit: str = "") -> Num:
+        """Record a number computed from results (``formula`` says how)."""
+        return self._record(key, value, spec, unit, derived=formula)
+
+    def render(self, data: SectionData, template: str | None = None) -> str:
+        """``data`` through the section's template (default ``sections/<id>.html.j2``)."""
+        name = template or f"sections/{self.section.id}.html.j2"
+        return templates().get_template(name).render(vars(data), section=self.section)
+
+
+class HtmlSectionContext(SectionContext):
+    """The context of a section written as ``build(ctx) -> Section`` that assembles its HTML
+    itself: the same records, each returned as HTML text."""
+
+    def begin(self, sec: Section | None = None, sources: Sequence[str] = ()) -> Section:
+        """The section being built (its id, title and sources come from its module)."""
+        return self.section
+
+    def num(self, key: str, value: Any, spec: str, source: Path, path: Sequence[Any], unit: str = "") -> str:
+        return str(num_html(super().num(key, value, spec, source, path, unit)))
+
+    def derived(self, key: str, value: Any, spec: str, formula: str, unit: str = "") -> str:
+        return str(num_html(super().derived(key, value, spec, formula, unit)))
+
+    def figure(self, src: Path, caption: str, alt: str | None = None, wide: bool = False) -> str:
+        return str(figure_html(super().figure(src, wide), caption, alt))
+
+    def provenance(self) -> str:
+        return str(provenance_html(self.section.runs))
 
     @staticmethod
     def tex(src: str, display: bool = False) -> str:
         return tex(src, display)
-
-    def provenance(self) -> str:
-        """The run folders and configs this section came from, as HTML."""
-        items = []
-        for r in self.section.runs:
-            cfg = json.dumps(r["config"], sort_keys=True, default=str)
-            items.append(f'<li><code>{esc(r["run_dir"])}</code> <details><summary>config</summary>'
-                         f'<pre class="config">{esc(cfg)}</pre></details></li>')
-        return f'<div class="provenance"><p>Run folders:</p><ul>{"".join(items)}</ul></div>' if items else ""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from cnnlab.report.inputs import report_photo
-from cnnlab.report.section import Context, Section, esc
+from cnnlab.report.section import HtmlSectionContext as Context, Section, esc
 from cnnlab.runs import read_json
 
 ID = "adversarial"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.report.section import Context, Section, esc, json_get
+from cnnlab.report.section import HtmlSectionContext as Context, Section, esc, json_get
 from cnnlab.runs import read_json
 
 ID = "batchnorm"

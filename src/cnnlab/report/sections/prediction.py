@@ -1,9 +1,14 @@
-"""Section: what a pretrained ImageNet CNN sees in the photo (``cnnlab predict``)."""
+"""Section: what a pretrained ImageNet CNN sees in the photo (``cnnlab predict``).
+
+Shown by ``templates/sections/prediction.html.j2``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cnnlab.report.inputs import report_photo
-from cnnlab.report.section import Context, Section, esc
+from cnnlab.report.section import Figure, SectionContext, SectionData
 from cnnlab.runs import read_json
 
 ID = "prediction"
@@ -11,10 +16,9 @@ TITLE = "A pretrained network's prediction"
 SOURCES = ("cnnlab.predict", "cnnlab.models.pretrained")
 
 
-def build(ctx: Context) -> Section:
+def collect(ctx: SectionContext) -> SectionData:
     import cnnlab.predict as predict
 
-    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
     photo, name = report_photo(ctx.data_root, ctx.work, ctx.photo)
     cfg = {"images": [str(photo)], "model": "mobilenet_v2", **ctx.profile.predict}
     run_dir = ctx.cached("predict", cfg, lambda d: predict.run(predict.Config(
@@ -22,31 +26,20 @@ def build(ctx: Context) -> Section:
     src = run_dir / "predictions.json"
     data = read_json(src)
     pred = data["predictions"][0]
+    N = ctx.reader(src, data, base=["predictions", 0])
     figure = _photo_figure(ctx, photo, run_dir)
-    rows = "".join(
-        f"<tr><td>{rank + 1}</td><td>{esc(cls)}</td>"
-        f"<td>{ctx.num(f'class{rank + 1}', idx, 'int', src, ['predictions', 0, 'indices', rank])}</td>"
-        f"<td>{ctx.num(f'p{rank + 1}', p, '.2%', src, ['predictions', 0, 'probabilities', rank])}</td></tr>"
-        for rank, (cls, idx, p) in enumerate(zip(pred["classes"], pred["indices"], pred["probabilities"])))
+    rows = [SectionData(cls=cls, index=N(f"class{rank + 1}", ["indices", rank], "int"),
+                        p=N(f"p{rank + 1}", ["probabilities", rank], ".2%"))
+            for rank, cls in enumerate(pred["classes"])]
     top, p1 = pred["classes"][0], pred["probabilities"][0]
-    confidence = ("confidently" if p1 >= 0.5 else "with modest confidence" if p1 >= 0.2 else "with low confidence")
-    sec.html = "".join([
-        f"<p>The photo <code>{esc(photo.name)}</code> classified by <b>{esc(data['model'])}</b> with the weights "
-        f"<code>{esc(data['weights'])}</code> (ImageNet-1k, 1000 classes; the weights' own resize, centre crop and "
-        "normalization). Its most probable classes and their softmax probabilities:</p>",
-        figure,
-        '<div class="table-wrap"><table><thead><tr><th>rank</th><th>class</th><th>ImageNet index</th>'
-        f"<th>probability</th></tr></thead><tbody>{rows}</tbody></table></div>",
-        f"<p>The network answers <b>{esc(top)}</b> {confidence} (", ctx.num("p1_text", p1, ".2%", src,
-                                                                          ["predictions", 0, "probabilities", 0]),
-        "). ",
-        ("The photo shows peppers, so this is right. " if name == "peppers" and "pepper" in top.lower() else ""),
-        "</p>", ctx.provenance(),
-    ])
-    return sec
+    return SectionData(
+        photo_name=photo.name, model=data["model"], weights=data["weights"], figure=figure, rows=rows, top=top,
+        confidence="confidently" if p1 >= 0.5 else "with modest confidence" if p1 >= 0.2 else "with low confidence",
+        p1=N("p1_text", ["probabilities", 0], ".2%"),
+        right=name == "peppers" and "pepper" in top.lower())  # a peppers photo, and the answer says so
 
 
-def _photo_figure(ctx: Context, photo, run_dir) -> str:
+def _photo_figure(ctx: SectionContext, photo: Path, run_dir: Path) -> Figure:
     """The input photo as a report figure (a PNG copy in the run folder)."""
     from cnnlab.images import load_image
     from cnnlab.runs import atomic_write
@@ -56,4 +49,4 @@ def _photo_figure(ctx: Context, photo, run_dir) -> str:
         img = load_image(photo)
         img.thumbnail((512, 512))
         atomic_write(dest, lambda p: img.save(p, format="PNG"))
-    return ctx.figure(dest, f"The input photo, <code>{esc(photo.name)}</code>.")
+    return ctx.figure(dest)

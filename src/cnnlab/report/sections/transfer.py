@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.report.section import Context, Section, esc
+from cnnlab.report.section import HtmlSectionContext as Context, Section, esc
 from cnnlab.runs import read_json
 
 ID = "transfer"
