@@ -610,3 +610,16 @@ def test_a_figure_caption_is_markup_and_its_alt_is_text(tmp_path):
     assert [t for t, _ in page.tags] == ["figure", "img", "figcaption", "code"]
     assert page.tags[0][1] == {"class": "wide"} and page.tags[1][1]["alt"] == f"Made from {HOSTILE}."
     assert (tmp_path / page.tags[1][1]["src"]).is_file() and ctx.section.figures == [page.tags[1][1]["src"]]
+
+
+def test_profiles_name_only_options_their_verbs_have():
+    """Every option of every profile is a field of its verb's Config (or read by its section)."""
+    from cnnlab.report.profiles import PROFILES, Profile, check_profile, unknown_options
+
+    for profile in PROFILES.values():
+        assert unknown_options(profile) == [], profile.name
+    bad = Profile("bad", "t", probe={"classes": 3, "c_stepz": 2}, attack={"methods": ("pgd",), "stepz": 1},
+                  train={"improved": {"limit_train": 8, "limit_tset": 8}})
+    assert unknown_options(bad) == ["probe.c_stepz", "train[improved].limit_tset", "attack.stepz"]
+    with pytest.raises(ValueError, match="c_stepz"):
+        check_profile(bad)

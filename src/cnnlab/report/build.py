@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cnnlab import __version__
 from cnnlab.options import RunOptions, arg
-from cnnlab.report.profiles import PROFILES, get_profile
+from cnnlab.report.profiles import PROFILES, check_profile, get_profile
 from cnnlab.report.section import (TEMPLATES, HtmlSectionContext, ReportContext, Section, SectionContext,
                                   SectionData, templates)
 from cnnlab.runs import git_commit, runs_root, seed_everything, write_json, write_run_metadata, write_text
@@ -45,7 +45,7 @@ class Config(RunOptions):
     force: bool = arg(False, "rerun every experiment even when a finished run with the same config exists")
 
     def __post_init__(self) -> None:
-        get_profile(self.profile)
+        check_profile(get_profile(self.profile))  # an option its verb does not have fails here
         if self.image is not None:
             from cnnlab.images import load_image
 

@@ -7,21 +7,99 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+Options = dict[str, Any]  # field name of a verb's Config -> value (unset fields keep the verb's default)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """The verb an option group of a profile configures, and the keys its section reads itself."""
+
+    module: str  # the module whose ``Config`` takes the options
+    section_keys: tuple[str, ...] = ()  # consumed by the report's section, never passed to the Config
+
+
+# Profile field -> the verb it configures.
+VERBS: dict[str, Verb] = {
+    "batchnorm": Verb("cnnlab.batchnorm"),
+    "predict": Verb("cnnlab.predict"),
+    "featuremaps": Verb("cnnlab.featuremaps.run", ("classes", "images_per_class")),  # the synthetic image set
+    "probe": Verb("cnnlab.probe.run", ("classes", "images_per_class")),  # the synthetic image folder
+    "train": Verb("cnnlab.train"),  # one option group per CIFAR-10 model
+    # methods attacked, how many of the report's photos (None: the attack's default photos),
+    # options per method, and the extra ε (grey levels) of the price-of-robustness sweep
+    "attack": Verb("cnnlab.attacks.run", ("methods", "images", "per_method", "sweep_eps")),
+}
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    batchnorm: dict[str, Any] = field(default_factory=dict)
-    predict: dict[str, Any] = field(default_factory=dict)
-    featuremaps: dict[str, Any] = field(default_factory=dict)
-    probe: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per CIFAR-10 model
-    attack: dict[str, Any] = field(default_factory=dict)
+    batchnorm: Options = field(default_factory=dict)
+    predict: Options = field(default_factory=dict)
+    featuremaps: Options = field(default_factory=dict)
+    probe: Options = field(default_factory=dict)
+    train: dict[str, Options] = field(default_factory=dict)  # per CIFAR-10 model
+    attack: Options = field(default_factory=dict)
     synthetic: bool = False  # experiments on made-up data (the smoke test), never the shared data
+
+    def option_groups(self) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """``(profile field, label, options)`` for every option group, one per model for ``train``."""
+        groups = []
+        for name in VERBS:
+            value = getattr(self, name)
+            if name == "train":
+                groups += [(name, f"train[{model}]", opts) for model, opts in value.items()]
+            else:
+                groups.append((name, name, value))
+        return groups
+
+
+def unknown_options(profile: Profile) -> list[str]:
+    """Options of ``profile`` that neither the verb's ``Config`` nor its section knows, as
+    ``"group.option"``; a verb whose module is not installed is skipped."""
+    unknown = []
+    for name, label, options in profile.option_groups():
+        verb = VERBS[name]
+        try:
+            config = importlib.import_module(verb.module).Config
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("cnnlab"):
+                raise
+            continue
+        unknown += _unknown(config, {k: v for k, v in options.items() if k not in verb.section_keys}, label)
+    return unknown
+
+
+def _unknown(config: type, options: Mapping[str, Any], label: str) -> list[str]:
+    """Keys of ``options`` that are not fields of the dataclass ``config``; a dict given for a
+    field whose type includes a dataclass (an option group such as a recipe) is checked against it."""
+    hints = typing.get_type_hints(config)
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = []
+    for key, value in options.items():
+        if key not in fields:
+            unknown.append(f"{label}.{key}")
+            continue
+        groups = [t for t in typing.get_args(hints[key]) or (hints[key],) if dataclasses.is_dataclass(t)]
+        if isinstance(value, Mapping) and groups:
+            unknown += _unknown(groups[0], value, f"{label}.{key}")
+    return unknown
+
+
+def check_profile(profile: Profile) -> Profile:
+    """``profile``, after checking that each option names a field of its verb's ``Config``."""
+    unknown = unknown_options(profile)
+    if unknown:
+        raise ValueError(f"profile {profile.name!r} sets options its verbs do not have: {', '.join(unknown)}")
+    return profile
 
 
 PROFILES: dict[str, Profile] = {
