@@ -84,7 +84,7 @@ BUILTINS = {
 # Targets are unrelated to the photo's class. The grayscale cameraman gets a target that can be
 # reached through brightness alone: the robustness check's grayscale undoes any colour noise, so
 # colour-defined targets (goldfish, tried before) or space shuttle (tried) fail it there
-# (benchmarks/RESULTS.md, "EOT at ε = 2/255 after a stricter stopping rule and new targets").
+# (benchmarks/RESULTS.md, "Which stopping rule and which targets for the default photos?").
 PEPPERS_TRUE = (945,)  # bell pepper
 
 

@@ -125,7 +125,7 @@ PROFILES: dict[str, Profile] = {
         # ~2 epochs on a 10k subset per net keeps CIFAR-10 to a few minutes on 2 cores. No
         # test-time augmentation: after 2 epochs it adds under a point (39.3 vs 38.5 % for hw-mish)
         # and costs six more passes over the 10,000 test images, about 150 s per net in fp32 on an
-        # AVX2 CPU (benchmarks/RESULTS.md, session 6); the full profile keeps the recipes' TTA.
+        # AVX2 CPU (benchmarks/RESULTS.md, "Why `quick` trains without TTA"); the full profile keeps the recipes' TTA.
         train={"hw-mish": {"epochs": 2, "limit_train": 10000, "tta": False},
                "hw-mish-bn": {"epochs": 2, "limit_train": 10000, "tta": False},
                "improved": {"epochs": 2, "limit_train": 10000, "tta": False}},
