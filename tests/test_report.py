@@ -623,3 +623,20 @@ def test_profiles_name_only_options_their_verbs_have():
     assert unknown_options(bad) == ["probe.c_stepz", "train[improved].limit_tset", "attack.stepz"]
     with pytest.raises(ValueError, match="c_stepz"):
         check_profile(bad)
+
+
+def test_a_failing_section_shows_its_error_and_the_runs_it_made(tmp_path):
+    import types
+
+    from cnnlab.report.profiles import get_profile
+
+    def collect(ctx):
+        ctx.cached("exp", {"a": 1}, lambda d: None)
+        raise RuntimeError(HOSTILE)
+
+    module = types.SimpleNamespace(ID="x", TITLE="X", SOURCES=(), collect=collect)
+    sec = build.build_section(module, ReportContext(get_profile("tiny"), tmp_path))
+    assert sec.status == "failed" and sec.note == f"This section failed: RuntimeError: {HOSTILE}"
+    page = _tags(sec.html)
+    assert [t for t, _ in page.tags][:1] == ["pre"] and not [a for t, a in page.tags if t == "img"]
+    assert HOSTILE in "".join(page.text) and sec.runs[0]["run_dir"] in sec.html
