@@ -95,3 +95,24 @@ def plot_filters(weight: torch.Tensor, title: str = "", rows: int | None = None)
     ax.set_title(title or f"{N} first-layer filters ({kh}x{kh}x3), each contrast-stretched")
     fig.tight_layout()
     return fig
+
+
+def plot_lr_sweep(rows: Sequence[dict], epochs: int) -> Figure:
+    """Validation accuracy against the peak learning rate, one line per model; diverged runs as x at 0."""
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["lr"])
+        ok = [r for r in mine if not r["diverged"]]
+        line, = ax.plot([r["lr"] for r in ok], [100 * r["val_accuracy"] for r in ok], "o-", label=model)
+        bad = [r for r in mine if r["diverged"]]
+        if bad:
+            ax.plot([r["lr"] for r in bad], [0] * len(bad), "x", color=line.get_color(), markersize=10,
+                    mew=2, label=f"{model}: diverged")
+    ax.set_xscale("log")
+    ax.set(xlabel="peak learning rate", ylabel="validation accuracy (%)",
+           title=f"learning-rate sweep, {epochs} epochs each")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig

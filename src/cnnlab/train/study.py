@@ -1,0 +1,139 @@
+"""What BatchNorm changes in training, one change at a time: ``hw-mish`` against ``hw-mish-bn``.
+
+Two experiments, both on a validation split of the training set (the test set plays no part):
+
+* **Same recipe.** Both networks train under one identical recipe (by default ``hw-mish``'s own:
+  schedule, epochs, augmentation, optimizer, seed), so their loss curves differ only by the
+  BatchNorm layers.
+* **Learning-rate sweep.** Both networks train briefly at each of a few peak learning rates
+  (everything else as above); per run the validation accuracy and whether training diverged
+  (the loss became NaN/inf, or the net ended at chance level). It shows whether BatchNorm
+  tolerates larger steps.
+
+Every run is an ordinary ``cnnlab train`` run folder under ``--out`` (so an interrupted study
+resumes and finished runs are reused); ``study.json`` collects the numbers, ``curves.png`` and
+``sweep.png`` show them.
+
+Example: cnnlab bn-study --epochs 10 --sweep-lrs 0.05 0.1 0.2 0.4 --out runs/bn-study
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.options import RunOptions, arg
+from cnnlab.runs import new_run_dir, save_figure, write_json
+from cnnlab.train import experiment
+from cnnlab.train.config import RECIPES, Config as TrainConfig, Recipe
+from cnnlab.train.loop import TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+MODELS = ("hw-mish", "hw-mish-bn")
+CHANCE = 0.15  # a 10-class net that ends at or below this validation accuracy learned nothing
+
+
+@dataclass(kw_only=True)
+class Config(RunOptions):
+    """Train hw-mish and hw-mish-bn under one recipe, and sweep the peak learning rate."""
+
+    recipe_of: str = arg("hw-mish", "whose training recipe both networks share", choices=MODELS)
+    epochs: int | None = arg(None, "epochs of the same-recipe runs (default: that recipe's)")
+    sweep_lrs: tuple[float, ...] = arg((0.05, 0.1, 0.2, 0.4), "peak learning rates of the sweep")
+    sweep_epochs: int = arg(4, "epochs of each sweep run")
+    val_split: int = arg(5000, "held-out training images for validation (class-balanced)")
+    limit_train: int | None = arg(None, "use only the first N training images (smoke runs)")
+    limit_test: int | None = arg(None, "use only the first N test images (smoke runs)")
+    precision: str = arg("auto", "as cnnlab train --precision", choices=("auto", "bf16", "fp32"))
+    data_root: Path | None = arg(None, "folder holding cifar-10-batches-bin/ (default: as cnnlab train)")
+
+    def __post_init__(self) -> None:
+        if self.recipe_of not in MODELS:
+            raise ValueError(f"--recipe-of must be one of {', '.join(MODELS)}")
+        if not self.sweep_lrs or min(self.sweep_lrs) <= 0:
+            raise ValueError("--sweep-lrs needs at least one positive learning rate")
+        for name in ("epochs", "sweep_epochs", "val_split"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+@dataclass
+class Result:
+    out: Path
+    recipe: dict[str, Any]                  # the shared recipe of the same-recipe runs
+    same_recipe: dict[str, dict[str, Any]]  # model -> {run_dir, history, val_accuracy, ...}
+    sweep: list[dict[str, Any]]             # {model, lr, diverged, val_accuracy, train_loss, run_dir}
+
+
+def shared_recipe(config: Config) -> Recipe:
+    recipe = RECIPES[config.recipe_of]
+    return dataclasses.replace(recipe, epochs=config.epochs or recipe.epochs)
+
+
+def train_config(config: Config, model: str, recipe: Recipe, out: Path) -> TrainConfig:
+    """A ``cnnlab train`` config for ``model`` trained with ``recipe``."""
+    return TrainConfig(model=model, recipe=recipe, val_split=config.val_split, limit_train=config.limit_train,
+                       limit_test=config.limit_test, precision=config.precision, data_root=config.data_root,
+                       seed=config.seed, deterministic=config.deterministic, device=config.device,
+                       quiet=config.quiet, out=out)
+
+
+def _summary(result: experiment.Result) -> dict[str, Any]:
+    return dict(run_dir=str(result.run_dir), history=result.history, val_accuracy=result.val_accuracy_plain,
+                train_loss=result.history[-1]["train_loss"] if result.history else None,
+                train_seconds=result.train_seconds)
+
+
+def sweep_run(config: Config, model: str, recipe: Recipe, out: Path) -> dict[str, Any]:
+    """One sweep point; divergence is a result, not an error."""
+    try:
+        result = experiment.run(train_config(config, model, recipe, out))
+    except TrainingDiverged as exc:
+        log.info("%s at lr %g diverged: %s", model, recipe.lr, exc)
+        return dict(model=model, lr=recipe.lr, diverged=True, reason="loss became NaN/inf", val_accuracy=None,
+                    train_loss=None, run_dir=str(out))
+    row = dict(model=model, lr=recipe.lr, **_summary(result))
+    del row["history"]
+    row["diverged"] = row["val_accuracy"] <= CHANCE
+    row["reason"] = "chance-level validation accuracy" if row["diverged"] else ""
+    return row
+
+
+def run(config: Config) -> Result:
+    out = new_run_dir("bn-study", config.out)
+    recipe = shared_recipe(config)
+    same = {m: _summary(experiment.run(train_config(config, m, recipe, out / f"same-{m}"))) for m in MODELS}
+    short = dataclasses.replace(recipe, epochs=config.sweep_epochs)
+    sweep = [sweep_run(config, m, dataclasses.replace(short, lr=lr), out / f"sweep-{m}-lr{lr:g}")
+             for lr in config.sweep_lrs for m in MODELS]
+    result = Result(out=out, recipe=dataclasses.asdict(recipe), same_recipe=same, sweep=sweep)
+    write_json(out / "study.json", dict(recipe_of=config.recipe_of, recipe=result.recipe, same_recipe=same,
+                                        sweep=sweep, sweep_epochs=config.sweep_epochs, val_split=config.val_split))
+    _figures(result, config)
+    return result
+
+
+def _figures(result: Result, config: Config) -> None:
+    from cnnlab.plots.training import plot_comparison, plot_lr_sweep
+
+    histories = {m: s["history"] for m, s in result.same_recipe.items()}
+    save_figure(plot_comparison(histories, "train_loss", title=f"training loss, both nets under {config.recipe_of}'s "
+                                                               "recipe"), result.out / "curves.png")
+    save_figure(plot_comparison(histories, "val_accuracy", title="validation accuracy, same recipe"),
+                result.out / "curves_val.png")
+    save_figure(plot_lr_sweep(result.sweep, epochs=config.sweep_epochs), result.out / "sweep.png")
+
+
+def present(result: Result) -> int:
+    for model, s in result.same_recipe.items():
+        print(f"{model} (shared recipe, {result.recipe['epochs']} epochs): final train loss {s['train_loss']:.4f}, "
+              f"validation accuracy {s['val_accuracy']:.2%}")
+    for row in result.sweep:
+        verdict = f"diverged ({row['reason']})" if row["diverged"] else f"validation {row['val_accuracy']:.2%}"
+        print(f"  lr {row['lr']:<6g} {row['model']:<10} {verdict}")
+    print(f"results: {result.out / 'study.json'}")
+    return 0
