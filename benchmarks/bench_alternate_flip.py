@@ -23,7 +23,7 @@ import torch
 
 from bench_precision import steps_per_second  # benchmarks/ is on sys.path when run as a script
 from cnnlab.data import cifar10
-from cnnlab.train.loop import Precision
+from cnnlab.precision import Precision
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from cnnlab import distributed
 from cnnlab.models.cifar import build
 from cnnlab.train.config import RECIPES
 from cnnlab.train.heap import keep_freed_memory
-from cnnlab.train.loop import Precision, make_optimizer
+from cnnlab.precision import Precision
+from cnnlab.train.loop import make_optimizer
 
 VARIANTS = ("unsynchronized", "synchronized")
 

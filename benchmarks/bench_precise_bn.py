@@ -29,7 +29,8 @@ from cnnlab.data import cifar10
 from cnnlab.distributed import Context
 from cnnlab.runs import read_json
 from cnnlab.train.checkpoint import load_model
-from cnnlab.train.loop import evaluate, precise_bn, resolve_precision
+from cnnlab.precision import for_training
+from cnnlab.train.loop import evaluate, precise_bn
 
 
 def with_precise_bn(model: nn.Module, data: cifar10.Split, precision, *, augment: bool, translate: int,
@@ -53,7 +54,7 @@ def main() -> None:
     config = read_json(f"{args.run}/config.json")
     data = cifar10.load(args.data_root)
     ctx = Context()
-    precision = resolve_precision(config["precision"], config["model"], "cpu")
+    precision = for_training(config["precision"], config["model"], "cpu")
     variants = {
         "as trained": model,
         "precise, clean images": with_precise_bn(model, data.train, precision, augment=False, translate=0),

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from cnnlab.models.cifar import build
 from cnnlab.train.config import RECIPES
 from cnnlab.train.heap import keep_freed_memory
-from cnnlab.train.loop import Precision, cpu_has_bf16, make_optimizer
+from cnnlab.precision import Precision, cpu_has_bf16
+from cnnlab.train.loop import make_optimizer
 
 VARIANTS = {
     "fp32": Precision(bf16=False, channels_last=False),
@@ -100,7 +101,7 @@ def main() -> None:
                     help="comma-separated subset of " + ", ".join(VARIANTS) + " (fp32 is always measured)")
     ap.add_argument("--json", default=None, help="also write the measurements here")
     args = ap.parse_args()
-    keep_freed_memory()  # as train_epoch does on the CPU
+    keep_freed_memory()  # as cnnlab train does on the CPU (--tune-heap)
     bf16_isa = cpu_has_bf16()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, AVX512-BF16: {bf16_isa}")

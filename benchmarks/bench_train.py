@@ -81,8 +81,11 @@ def measure(args: argparse.Namespace) -> dict:
     from cnnlab.data import cifar10
     from cnnlab.distributed import Context
     from cnnlab.models.cifar import MEAN, STD, build
+    from cnnlab.precision import Precision, for_training
+    from cnnlab.train import heap
     from cnnlab.train.config import Config
-    from cnnlab.train.loop import Precision, make_optimizer, resolve_precision, train_epoch
+    from cnnlab.train.loop import train_epoch
+    from cnnlab.train.state import TrainState
 
     torch.manual_seed(0)
     train = cifar10.load(args.data_root, verify_md5=False).train.head(args.images)
@@ -93,7 +96,7 @@ def measure(args: argparse.Namespace) -> dict:
         model = build(args.model)
         model.normalize = nn.Identity()  # the transforms normalize
         # plain-bf16 runs in the cnnlab side's layout (channels_last for improved), so the two pair up
-        layout = resolve_precision(args.precision, args.model, "cpu").channels_last
+        layout = for_training(args.precision, args.model, "cpu").channels_last
         precision = Precision(bf16=True, channels_last=layout) if args.side == "plain-bf16" else Precision(False, False)
         if precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -102,23 +105,18 @@ def measure(args: argparse.Namespace) -> dict:
         def epoch() -> int:
             return plain_epoch(model, loader, opt, precision)
     else:
-        if args.side == "cnnlab-default-malloc":  # ablation: the engine without its malloc setting
-            from cnnlab.train import heap
-
-            heap._done = False  # as if already tried and not taken: glibc keeps its defaults
-        recipe = Config(model=args.model, batch_size=args.batch_size, lr=0.01).recipe()
+        if args.side != "cnnlab-default-malloc":  # the ablation keeps glibc's default malloc
+            heap.keep_freed_memory()  # as cnnlab train does on the CPU (--tune-heap)
+        recipe = Config.from_flat(model=args.model, batch_size=args.batch_size, lr=0.01, epochs=4).recipe
         model = build(args.model)
-        precision = resolve_precision("fp32" if args.side == "cnnlab-fp32" else args.precision, args.model, "cpu")
+        precision = for_training("fp32" if args.side == "cnnlab-fp32" else args.precision, args.model, "cpu")
         if precision.channels_last:  # as cnnlab.train.experiment does
             model = model.to(memory_format=torch.channels_last)
-        opt = make_optimizer(model, recipe)
-        gen = torch.Generator().manual_seed(0)
-        steps = len(train) // args.batch_size
+        state = TrainState.create(model, recipe, seed=0, images=len(train))
 
         def epoch() -> int:
-            stats, _ = train_epoch(model, model, train, recipe, opt, epoch=0, step=0, total_steps=steps * 4,
-                                   generator=gen, ctx=Context(), precision=precision)
-            return stats.images
+            state.epoch = state.step = 0  # every timed epoch is the schedule's first (of 4)
+            return train_epoch(state, train, ctx=Context(), precision=precision).images
 
     epoch()  # warm-up: oneDNN primitive caches, the allocator
     t = time.perf_counter()

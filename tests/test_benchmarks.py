@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from cnnlab.train.loop import Precision
+from cnnlab.precision import Precision
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

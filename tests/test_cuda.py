@@ -51,7 +51,7 @@ def test_a_run_started_on_the_cpu_resumes_on_the_device(syn_root, tmp_path, monk
     # the checkpoint's tensors (optimizer state, generator state) are mapped to the device
     resumed = run(Config(resume=tmp_path / "r", quiet=True, device=DEVICE))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-    assert [s["device"] for s in resumed.sessions] == ["cpu", DEVICE]
+    assert [s["device"] for s in resumed.processes] == ["cpu", DEVICE]
     for a, b in zip(full.history, resumed.history):  # the same batches, so the same curve
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
 

@@ -28,8 +28,10 @@ WORKER = textwrap.dedent("""
     from cnnlab.data.cifar10 import Split
     from cnnlab.models.cifar import build
     from cnnlab import distributed
+    from cnnlab.precision import Precision
     from cnnlab.train.config import Config
-    from cnnlab.train.loop import Precision, evaluate, make_optimizer, precise_bn, train_epoch
+    from cnnlab.train.loop import evaluate, precise_bn, train_epoch
+    from cnnlab.train.state import TrainState
 
     out = sys.argv[1]
     g = torch.Generator().manual_seed(1)
@@ -42,10 +44,10 @@ WORKER = textwrap.dedent("""
         model = build(name)
         net = distributed.wrap(model, ctx)
         precision = Precision(mode == "bf16", False)
-        recipe = Config(model=name, batch_size=16, epochs=1, lr=0.05).recipe()
-        opt = make_optimizer(model, recipe)
-        stats, step = train_epoch(model, net, data, recipe, opt, epoch=0, step=0, total_steps=3,
-                                  generator=torch.Generator().manual_seed(0), ctx=ctx, precision=precision)
+        recipe = Config.from_flat(model=name, batch_size=16, epochs=1, lr=0.05).recipe
+        state = TrainState.create(model, recipe, seed=0, images=len(data))  # 3 steps of 16
+        stats = train_epoch(state, data, ctx=ctx, precision=precision, net=net)
+        opt, step = state.optimizer, state.step
         trained = {k: v.clone() for k, v in model.state_dict().items()}
         precise_bn(model, data, precision=precision, batch_size=15, ctx=ctx)  # shares of 8 and 7, 2 and 1
         tta = evaluate(model, data, ctx=ctx, precision=precision, tta=True, batch_size=16)
@@ -143,7 +145,7 @@ def test_a_ddp_checkpoint_resumes_in_one_plain_process(runs):
     r0 = runs["hw-mish-bn"][0]
     model = build("hw-mish-bn")
     model.load_state_dict(r0["state"])  # strict: SyncBatchNorm keeps BatchNorm's state-dict keys
-    optimizer = make_optimizer(model, Config(model="hw-mish-bn", lr=0.05).recipe())
+    optimizer = make_optimizer(model, Config.from_flat(model="hw-mish-bn", lr=0.05).recipe)
     optimizer.load_state_dict(r0["optimizer"])
     saved, now = r0["optimizer"]["param_groups"], optimizer.state_dict()["param_groups"]
     assert [g["params"] for g in saved] == [g["params"] for g in now]
@@ -215,7 +217,7 @@ def test_sync_batchnorm_keeps_parameters_buffers_and_state_dict_keys():
 
 
 def test_optimizer_groups_are_the_same_after_the_conversion():
-    recipe = Config(model="improved").recipe()  # BatchNorm biases: 64x the lr
+    recipe = Config(model="improved").recipe  # BatchNorm biases: 64x the lr
     plain = param_groups(build("improved"), recipe)
     synced = param_groups(distributed.sync_batchnorm(build("improved"), "cpu"), recipe)
     assert len(plain) == 2 and recipe.bias_lr_scale == 64
@@ -240,7 +242,7 @@ def test_a_run_resumed_under_torchrun_matches_one_uninterrupted_process(syn_root
                          capture_output=True, text=True, timeout=240, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     result = read_json(tmp_path / "crash" / "result.json")
-    assert [s["world_size"] for s in result["sessions"]] == [1, 2] and result["world_size"] == 2
+    assert [s["world_size"] for s in result["processes"]] == [1, 2] and result["world_size"] == 2
     assert result["precise_bn"]["images"] == full.precise_bn["images"] == 80
     resumed = checkpoint.load_model(tmp_path / "crash")  # a plain build("hw-mish-bn") (strict keys)
     assert all(type(m) is torch.nn.BatchNorm2d for m in resumed.modules() if isinstance(m, _BatchNorm))

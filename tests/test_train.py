@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab import precision
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import Precision
 from cnnlab.runs import read_json
 from cnnlab.train import Config, run
+from cnnlab.train import config as train_config
 from cnnlab.train import experiment, loop
 
 
@@ -18,7 +21,7 @@ def tiny(syn_root, out, **kw) -> Config:
     base = dict(model="hw-mish", epochs=2, batch_size=20, lr=0.05, data_root=syn_root, verify_md5=False,
                 download=False, out=out, quiet=True, precision="fp32")
     base.update(kw)
-    return Config(**base)
+    return Config.from_flat(**base)
 
 
 def crash_in_second_epoch(config: Config, monkeypatch) -> None:
@@ -49,7 +52,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(syn_root, tmp_path):
     assert saved["recipe"]["lr"] == 0.1 and saved["recipe"]["label_smoothing"] == 0.1
     assert 0 <= saved["test_accuracy"] <= 1 and saved["wall_seconds"] > 0
     csv_lines = (tmp_path / "a" / "history.csv").read_text().splitlines()
-    assert csv_lines[0].split(",") == list(experiment.HISTORY_FIELDS) and len(csv_lines) == 5
+    no_val = [f for f in experiment.HISTORY_FIELDS if not f.startswith("val_")]  # no --val-split: no such columns
+    assert csv_lines[0].split(",") == no_val and len(csv_lines) == 5
     config = read_json(tmp_path / "a" / "config.json")
     assert config["model"] == "hw-mish-bn" and config["recipe"]["batch_size"] == 20
     # hw-mish-bn's recipe ends with precise BatchNorm statistics: the saved weights carry them,
@@ -89,7 +93,7 @@ def test_alternate_flip_mirrors_every_image_once_per_pair_of_epochs(syn_root, tm
 
     monkeypatch.setattr(loop, "augment", spy)
     config = tiny(syn_root, tmp_path / "af", epochs=4, batch_size=40, translate=0, alternate_flip=True)
-    assert config.recipe().alternate_flip and not tiny(syn_root, None).recipe().alternate_flip
+    assert config.recipe.alternate_flip and not tiny(syn_root, None).recipe.alternate_flip
     run(config)
     assert len(seen) == 80 and all(len(f) == 4 for f in seen.values())  # 80 images, 2 steps of 40
     assert all(f[0] != f[1] and f[0] == f[2] and f[1] == f[3] for f in seen.values())
@@ -98,16 +102,16 @@ def test_alternate_flip_mirrors_every_image_once_per_pair_of_epochs(syn_root, tm
 
 def test_a_run_resumed_on_another_kind_of_machine_says_so(syn_root, tmp_path, monkeypatch, caplog):
     # started on a CPU without native bf16 (fp32), resumed on one with it (bf16 autocast)
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     crash_in_second_epoch(tiny(syn_root, tmp_path / "r", precision="auto"), monkeypatch)
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     with caplog.at_level("WARNING", logger="cnnlab.train.experiment"):
         resumed = run(Config(resume=tmp_path / "r", quiet=True))
     assert "epochs 1-1 ran with fp32 on cpu" in caplog.text and "the rest runs with bf16 autocast" in caplog.text
-    first, second = resumed.sessions
+    first, second = resumed.processes
     assert (first["first_epoch"], second["first_epoch"]) == (1, 2)
     assert first["precision"]["bf16"] is False and second["precision"]["bf16"] is True
-    assert read_json(tmp_path / "r" / "result.json")["sessions"] == resumed.sessions
+    assert read_json(tmp_path / "r" / "result.json")["processes"] == resumed.processes
 
 
 def test_precise_bn_statistics_are_the_averages_over_the_whole_set():
@@ -120,14 +124,14 @@ def test_precise_bn_statistics_are_the_averages_over_the_whole_set():
     bn = model.features[1]
     momentum = bn.momentum
     model.eval()
-    assert loop.precise_bn(model, data, precision=loop.Precision(False, False), batch_size=20) == 3
+    assert loop.precise_bn(model, data, precision=Precision(False, False), batch_size=20) == 3
     assert not model.training and bn.momentum == momentum  # mode and momentum restored
     with torch.no_grad():  # oracle: the first conv's output over all 60 images at once
         x = model.features[0](model.normalize(data.images.float() / 255))  # 60, 64, 32, 32
     assert torch.allclose(bn.running_mean, x.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, x.var((0, 2, 3)), rtol=0.02)  # mean of 3 batch variances
     assert bn.num_batches_tracked == 3
-    assert loop.precise_bn(build("hw-mish"), data, precision=loop.Precision(False, False)) == 0  # no BN
+    assert loop.precise_bn(build("hw-mish"), data, precision=Precision(False, False)) == 0  # no BN
 
 
 def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
@@ -137,48 +141,82 @@ def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
 
 
 def test_precision_auto_and_recipe_defaults():
-    c = Config(model="improved")
-    r = c.recipe()
+    r = Config(model="improved").recipe
     assert (r.epochs, r.batch_size, r.tta, r.lookahead, r.alternate_flip) == (11, 1024, True, True, True)
-    assert not Config(model="improved", alternate_flip=False).recipe().alternate_flip
-    assert Config(model="hw-mish-bn").recipe().precise_bn and not Config(model="hw-mish").recipe().precise_bn
-    assert not Config(model="hw-mish-bn", precise_bn=False).recipe().precise_bn
-    assert Config(model="hw-mish", lr=0.3).recipe().lr == 0.3
-    assert loop.resolve_precision("fp32", "hw-mish", "cpu") == loop.Precision(False, False)
+    assert not Config.from_flat(model="improved", alternate_flip=False).recipe.alternate_flip
+    assert Config(model="hw-mish-bn").recipe.precise_bn and not Config(model="hw-mish").recipe.precise_bn
+    assert not Config(model="hw-mish-bn", recipe={"precise_bn": False}).recipe.precise_bn
+    assert Config.from_flat(model="hw-mish", lr=0.3).recipe.lr == 0.3
+    assert Config(model="hw-mish", recipe=train_config.RECIPES["improved"]).recipe.batch_size == 1024
+    assert precision.for_training("fp32", "hw-mish", "cpu") == Precision(False, False)
     with pytest.raises(ValueError):
-        Config(model="hw-mish", epochs=0)
+        Config.from_flat(model="hw-mish", epochs=0)
+    with pytest.raises(ValueError, match="muon-lr"):
+        Config.from_flat(model="hw-mish", optimizer="muon")
+    with pytest.raises(TypeError):
+        Config.from_flat(model="hw-mish", epoch=3)  # a misspelt option is an error, not ignored
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch, caplog):
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
-    assert loop.resolve_precision("auto", "hw-mish", "cpu") == loop.Precision(True, False)
-    assert loop.resolve_precision("auto", "improved", "cpu") == loop.Precision(True, True)
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is emulated, ~10x slower
-    assert loop.resolve_precision("auto", "hw-mish-bn", "cpu") == loop.Precision(False, False)
-    assert loop.resolve_precision("auto", "improved", "cpu") == loop.Precision(False, True)
-    assert loop.resolve_precision("auto", "improved", "cuda") == loop.Precision(True, True)
-    with caplog.at_level("WARNING", logger="cnnlab.train.loop"):
-        assert loop.resolve_precision("bf16", "hw-mish", "cpu").bf16  # honoured, with a warning
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.for_training("auto", "hw-mish", "cpu") == Precision(True, False)
+    assert precision.for_training("auto", "improved", "cpu") == Precision(True, True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is emulated, ~10x slower
+    assert precision.for_training("auto", "hw-mish-bn", "cpu") == Precision(False, False)
+    assert precision.for_training("auto", "improved", "cpu") == Precision(False, True)
+    assert precision.for_training("auto", "improved", "cuda") == Precision(True, True)
+    with caplog.at_level("WARNING", logger="cnnlab.precision"):
+        assert precision.for_training("bf16", "hw-mish", "cpu").bf16  # honoured, with a warning
     assert "AVX512-BF16" in caplog.text
+    assert not precision.bf16_native("cpu")  # training and extraction ask the same check
 
 
-def test_identity_counts_resolved_hyper_parameters():
-    from cnnlab.train.config import identity
+def test_run_key_counts_resolved_hyper_parameters():
+    from cnnlab.train.config import run_key
 
-    default = identity(Config(model="improved"))
-    assert identity(Config(model="improved", epochs=11, lr=1.5)) == default  # the defaults, given explicitly
-    assert identity(Config(model="improved", epochs=10)) != default
-    assert identity(Config(model="improved", seed=1)) != default
-    assert identity(Config(model="improved", out=Path("elsewhere"), threads=1)) == default
+    default = run_key(Config(model="improved"))
+    assert run_key(Config.from_flat(model="improved", epochs=11, lr=1.5)) == default  # the defaults, given explicitly
+    assert run_key(Config.from_flat(model="improved", epochs=10)) != default
+    assert run_key(Config(model="improved", seed=1)) != default
+    assert run_key(Config(model="improved", out=Path("elsewhere"), threads=1, tune_heap=False)) == default
     assert "note" not in default["recipe"]  # rewording a recipe's description keeps its runs valid
-    # a recipe field added later counts only where it changes something: old runs stay valid
-    assert "precise_bn" not in default["recipe"] and "alternate_flip" not in identity(Config(model="hw-mish"))["recipe"]
-    assert identity(Config(model="hw-mish-bn"))["recipe"]["precise_bn"] is True
-    assert identity(Config(model="hw-mish-bn", precise_bn=False)) != identity(Config(model="hw-mish-bn"))
+    assert default["recipe_version"] == train_config.RECIPE_VERSION
+
+
+def test_run_key_changes_with_every_recipe_field_and_the_recipe_version(monkeypatch):
+    from cnnlab.train.config import RECIPE_FIELDS, Recipe, run_key
+
+    base = Config(model="improved")
+    default = run_key(base)
+    for name in RECIPE_FIELDS:
+        value = getattr(base.recipe, name)
+        if name == "note":
+            changed = "reworded"
+        elif name == "optimizer":
+            changed = {"optimizer": "muon", "muon_lr": 0.1}
+        elif isinstance(value, bool):
+            changed = not value
+        else:
+            changed = (value + 0.5) % 1 if name in ("momentum", "muon_momentum", "label_smoothing") else value + 1
+        changes = changed if isinstance(changed, dict) else {name: changed}
+        key = run_key(Config(model="improved", recipe=changes))
+        assert (key == default) == (name == "note"), name
+    assert isinstance(base.recipe, Recipe)
+    monkeypatch.setattr(train_config, "RECIPE_VERSION", train_config.RECIPE_VERSION + 1)
+    assert run_key(base) != default
+
+
+def test_a_folder_with_another_recipe_version_is_not_reused(syn_root, tmp_path, monkeypatch):
+    run(tiny(syn_root, tmp_path / "v", epochs=1))
+    assert read_json(tmp_path / "v" / "config.json")["run_key"]["recipe_version"] == train_config.RECIPE_VERSION
+    assert run(tiny(syn_root, tmp_path / "v", epochs=1)).cached
+    monkeypatch.setattr(train_config, "RECIPE_VERSION", train_config.RECIPE_VERSION + 1)
+    with pytest.raises(CnnlabError, match="different options"):
+        run(tiny(syn_root, tmp_path / "v", epochs=1))
 
 
 def test_lr_schedule_warms_up_then_decays():
-    r = Config(model="improved").recipe()
+    r = Config(model="improved").recipe
     f = [loop.lr_factor(s, 100, r) for s in range(100)]
     assert f[0] == pytest.approx(r.lr_start) and max(f) == pytest.approx(1.0)
     peak = f.index(max(f))

@@ -49,11 +49,14 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one argument per field of dataclass ``cls``."""
+    """Add one argument per field of dataclass ``cls`` (a field that is itself a dataclass: one per its field)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         inner, is_list = _unwrap(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            _add_group_arguments(parser, f.name, inner, meta.get("help", ""))
+            continue
         kwargs: dict[str, Any] = {"help": meta.get("help", "")}
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if meta.get("choices"):
@@ -80,6 +83,36 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             if required:
                 kwargs["required"] = True
             parser.add_argument(flag, dest=f.name, **kwargs)
+
+
+def _add_group_arguments(parser: argparse.ArgumentParser, group: str, cls: type, group_help: str) -> None:
+    """One flag per field of the option group ``cls``, unset unless given (the group's own defaults
+    apply); :func:`config_options` gathers the given ones into a dict under ``group``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli") is False:
+            continue
+        inner, _ = _unwrap(hints[f.name])
+        kwargs: dict[str, Any] = {"help": f"{f.metadata.get('help', '')} ({group_help})", "default": None}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = list(f.metadata["choices"])
+        if inner is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=inner, metavar=f.name.upper())
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f"{group}.{f.name}", **kwargs)
+
+
+def config_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments as a verb's ``Config`` keyword arguments (given group flags as one dict per group)."""
+    options: dict[str, Any] = {}
+    for name, value in vars(ns).items():
+        group, dot, field_name = name.partition(".")
+        if not dot:
+            options[name] = value
+        elif value is not None:
+            options.setdefault(group, {})[field_name] = value
+    return options
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -130,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(quiet=getattr(ns, "quiet", False))
     try:
-        config = module.Config(**vars(ns))
+        config = module.Config(**config_options(ns))
         result = module.run(config)
         return int(module.present(result) or 0)
     except (CnnlabError, ValueError) as exc:

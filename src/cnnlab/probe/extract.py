@@ -34,6 +34,8 @@ from torch.nn import functional as F
 from torchvision.transforms import functional as TF
 
 from cnnlab.images import load_image
+from cnnlab.precision import Precision
+from cnnlab.precision import bf16_native as bf16_supported
 from cnnlab.progress import make_progress
 
 log = logging.getLogger(__name__)
@@ -89,12 +91,6 @@ class Agreement:
     max_abs_diff: float
 
 
-def bf16_supported(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -116,10 +112,9 @@ def channels_last(model, enabled: bool = True) -> Iterator[None]:
 def features_of_batch(model, batch_u8: torch.Tensor, precision: str = "fp32", use_channels_last: bool = True) -> torch.Tensor:
     """L2-normalized float32 penultimate features (B, D) of a uint8 batch (B, 3, H, W)."""
     device = _device_of(model)
-    x = batch_u8.to(device, non_blocking=True).float().div_(255.0)  # B, 3, H, W in [0, 1]
-    if use_channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    run_in = Precision(bf16=precision == "bf16", channels_last=use_channels_last)
+    x = run_in.images(batch_u8.to(device, non_blocking=True))  # B, 3, H, W in [0, 1]
+    with run_in.autocast(str(device)):
         feats = model.forward_features(x)  # B, D
     if feats.ndim != 2 or feats.shape[1] != model.feature_dim:
         raise RuntimeError(f"expected penultimate features (B, {model.feature_dim}), got {tuple(feats.shape)}")

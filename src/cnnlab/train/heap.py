@@ -4,13 +4,14 @@ A training step allocates and frees a few hundred MB of activations and gradient
 glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the kernel,
 so every step page-faults the same memory in again: about 95,000 minor page faults per
 ``hw-mish`` step at batch 256 on the dev CPU. Without them the engine trains 1.20x faster there
-(``benchmarks/RESULTS.md``, "Throughput, session 4"). :func:`keep_freed_memory` tells malloc to take every block from its
-heap and never trim it, so each step after the first reuses the previous step's pages with no
+(``benchmarks/RESULTS.md``, ``benchmarks/bench_train.py``). :func:`keep_freed_memory` tells malloc
+to take every block from its heap and never trim it, so each step after the first reuses the previous step's pages with no
 page faults. This is the same effect as the jemalloc/tcmalloc preload that PyTorch's CPU
 performance guide recommends, without the extra library.
 
-The cost: the process keeps its peak memory until it exits. That is why the training engine,
-which runs in its own process, sets this and the library does not set it on import. glibc has no
+The cost: the process keeps its peak memory until it exits. That is why the library does not
+set it on import: ``cnnlab train`` calls it once before training on the CPU, unless
+``--no-tune-heap`` (``Config(tune_heap=False)``) is given. glibc has no
 way to switch back to its adaptive defaults, so the setting lasts for the rest of the process. On
 other C libraries (macOS, Windows, musl) it does nothing.
 """

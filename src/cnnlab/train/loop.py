@@ -5,11 +5,10 @@ Nothing here writes files; ``cnnlab.train.experiment`` owns the run folder.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,68 +17,19 @@ from torch.optim.swa_utils import update_bn
 
 from cnnlab.data.cifar10 import Split, alternating_flips, augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import Recipe
-from cnnlab.train.heap import keep_freed_memory
-from cnnlab.train.muon import FilterMuon, filter_banks
 from cnnlab.distributed import Context
+from cnnlab.precision import Precision
+from cnnlab.train.config import Recipe
+from cnnlab.train.muon import FilterMuon, filter_banks
 
+if TYPE_CHECKING:
+    from cnnlab.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    bf16: bool
-    channels_last: bool
-
-    def autocast(self, device: str):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-
-    def images(self, uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> float in [0, 1] in the layout the model runs in."""
-        x = uint8.float().div_(255)  # B, 3, 32, 32
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-# Where bf16 autocast / channels_last pay off on a CPU with AVX512-BF16 (the 2-core development
-# CPU of sessions 1-5; training step, batch 256, best of alternating rounds; see
-# benchmarks/RESULTS.md). hw-mish: bf16 1.2-1.9x faster than fp32, channels_last 0.5x (the
-# 3-channel 11x11 conv is slow in that layout). improved: bf16 + channels_last 1.3x faster than
-# fp32, bf16 alone 1.08x. Without AVX512-BF16 (AVX2 only) bf16 is emulated, about 10x slower than
-# fp32, so ``auto`` runs fp32 there; channels_last still pays off for improved alone (fp32: 1.10x;
-# hw-mish 0.93x, hw-mish-bn 0.79x; benchmarks/bench_precision.py). On CUDA both are used.
-CPU_AUTO: dict[str, Precision] = {
-    "hw-mish": Precision(bf16=True, channels_last=False),
-    "hw-mish-bn": Precision(bf16=True, channels_last=False),
-    "improved": Precision(bf16=True, channels_last=True),
-}
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16); elsewhere torch emulates it slowly."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check()) if check is not None else False
-
-
-def resolve_precision(choice: str, model: str, device: str) -> Precision:
-    if choice == "fp32":
-        return Precision(False, False)
-    if device.startswith("cuda"):
-        return Precision(True, True)
-    if choice == "bf16":
-        if not cpu_has_bf16():
-            log.warning("--precision bf16 on a CPU without AVX512-BF16 (%s): torch emulates bf16 here, "
-                        "about 10x slower than fp32; --precision auto or fp32 is faster",
-                        torch.backends.cpu.get_cpu_capability())
-        return Precision(True, False)
-    auto = CPU_AUTO.get(model, Precision(False, False))
-    return Precision(auto.bf16 and cpu_has_bf16(), auto.channels_last)
 
 
 def lr_factor(step: int, total: int, recipe: Recipe) -> float:
@@ -166,31 +116,27 @@ class EpochStats:
     images: int
 
 
-def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, optimizer: torch.optim.Optimizer,
-                *, epoch: int, step: int, total_steps: int, generator: torch.Generator, ctx: Context,
-                precision: Precision, lookahead: Lookahead | None = None, flip_base: torch.Tensor | None = None,
-                on_step=None) -> tuple[EpochStats, int]:
-    """One epoch over ``data`` (on the device, uint8). ``net`` is ``model`` or its DDP wrapper.
+def train_epoch(state: TrainState, data: Split, *, ctx: Context, precision: Precision, net: nn.Module | None = None,
+                on_step: Callable[[float | None], None] | None = None) -> EpochStats:
+    """Train ``state`` for its next epoch over ``data`` (on the device, uint8); advances its step and epoch.
 
-    ``flip_base`` (N,) bool: with ``recipe.alternate_flip``, the half of the images mirrored in even
-    epochs (:func:`cnnlab.data.cifar10.alternating_flips`); it must stay the same for the whole run.
-
-    Returns the epoch's statistics (over all ranks) and the global step count after it. On the
-    CPU, malloc is told to keep freed memory (:mod:`cnnlab.train.heap`): no page faults per step.
+    ``net`` is ``state.model`` or its DDP wrapper (default: the model). ``on_step`` is called after
+    every step, with the loss every 5th step and None otherwise. Returns the epoch's statistics
+    over all ranks.
     """
-    if data.images.device.type == "cpu":
-        keep_freed_memory()
+    model, recipe, optimizer, lookahead = state.model, state.recipe, state.optimizer, state.lookahead
+    net = model if net is None else net
     model.train()
     N, B = len(data), min(recipe.batch_size, len(data))
     if B % ctx.world_size:
         raise ValueError(f"--batch-size {B} must be divisible by the {ctx.world_size} DDP ranks")
-    steps = N // B
-    order = torch.randperm(N, generator=generator)  # the same on every rank
+    steps, epoch = N // B, state.epoch
+    order = torch.randperm(N, generator=state.generator)  # the same on every rank
     flips = None
     if recipe.flip and recipe.alternate_flip:
-        if flip_base is None or len(flip_base) != N:
+        if state.flip_base is None or len(state.flip_base) != N:
             raise ValueError("alternate_flip needs flip_base, one bool per training image")
-        flips = alternating_flips(flip_base, epoch)
+        flips = alternating_flips(state.flip_base, epoch)
     whiten_bias = getattr(model, "first_conv", None)
     freeze_bias = (recipe.whiten_bias_epochs > 0 and epoch >= recipe.whiten_bias_epochs
                    and whiten_bias is not None and whiten_bias.bias is not None)
@@ -200,11 +146,11 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
     for i in range(steps):
         batch = order[i * B:(i + 1) * B]  # on the CPU, like the flip mask
         idx = batch.to(data.images.device)
-        images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=generator,
+        images = augment(data.images[idx], translate=recipe.translate, flip=recipe.flip, generator=state.generator,
                          flip_mask=None if flips is None else flips[batch])
         images, labels = ctx.shard(images), ctx.shard(data.labels[idx])  # this rank's part
         x = precision.images(images)
-        set_lr(optimizer, recipe.lr * lr_factor(step, total_steps, recipe))
+        set_lr(optimizer, recipe.lr * lr_factor(state.step, state.total_steps, recipe))
         with precision.autocast(ctx.device):
             logits = net(x)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
@@ -213,9 +159,9 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
         if freeze_bias:
             whiten_bias.bias.grad = None  # SGD skips parameters without a gradient
         optimizer.step()
-        step += 1
-        if lookahead is not None and step % Lookahead.every == 0:
-            lookahead.update(model, Lookahead.decay(step, total_steps))
+        state.step += 1
+        if lookahead is not None and state.step % Lookahead.every == 0:
+            lookahead.update(model, Lookahead.decay(state.step, state.total_steps))
         loss_sum += loss.detach().double() * labels.shape[0]
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += labels.shape[0]
@@ -223,10 +169,11 @@ def train_epoch(model: nn.Module, net: nn.Module, data: Split, recipe: Recipe, o
             raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
         if on_step is not None:
             on_step(loss.item() if i % 5 == 0 or i == steps - 1 else None)
-    if lookahead is not None and step >= total_steps:
+    if lookahead is not None and state.step >= state.total_steps:
         lookahead.update(model, 1.0)  # end on the averaged weights
+    state.epoch += 1
     total_loss, total_correct, total_seen = ctx.all_sum([loss_sum.item(), float(correct.item()), float(seen)])
-    return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen)), step
+    return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen))
 
 
 @torch.no_grad()

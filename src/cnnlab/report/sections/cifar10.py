@@ -36,7 +36,7 @@ def _data_options(ctx: Context) -> dict:
 def build(ctx: Context) -> Section:
     import cnnlab.train as train
     import cnnlab.train.compare as compare
-    from cnnlab.train.config import identity
+    from cnnlab.train.config import run_key
     from cnnlab.models import cifar
 
     sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
@@ -44,10 +44,10 @@ def build(ctx: Context) -> Section:
     runs, results, srcs = {}, {}, {}
     for name in MODELS:
         cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
-        # The cache key holds the run's identity (resolved recipe included), so a changed default
+        # The cache key holds the run key (resolved recipe and its version), so a changed default
         # (epochs, lr, ...) trains anew.
-        key = {**cfg, "identity": identity(train.Config(**cfg))}
-        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
+        key = {**cfg, "run_key": run_key(train.Config.from_flat(**cfg))}
+        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config.from_flat(
             out=d, **cfg, **ctx.common)))
         srcs[name] = runs[name] / "result.json"
         results[name] = read_json(srcs[name])
