@@ -64,3 +64,14 @@ def test_wall_time_adds_the_earlier_processes():
     state.load_state_dict({**state.state_dict(), "wall_seconds": 100.0})
     assert 100.0 <= state.wall_seconds() < 200.0
     assert state.state_dict()["wall_seconds"] >= 100.0
+
+
+def test_a_checkpoint_of_another_format_is_a_clear_error():
+    from cnnlab.errors import CnnlabError
+
+    state = _fresh_state(0)
+    saved = state.state_dict()
+    assert tuple(saved) == state.state_dict_keys()
+    del saved["processes"]
+    with pytest.raises(CnnlabError, match="lacks processes"):
+        state.load_state_dict(saved)

@@ -5,7 +5,6 @@ Nothing here writes files; ``cnnlab.train.experiment`` owns the run folder.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -24,8 +23,6 @@ from cnnlab.train.muon import FilterMuon, filter_banks
 
 if TYPE_CHECKING:
     from cnnlab.train.state import TrainState
-
-log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(CnnlabError):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.train import checkpoint
 from cnnlab.train.config import Recipe
 from cnnlab.train.loop import Lookahead, make_optimizer
@@ -77,6 +78,10 @@ class TrainState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (this process's start time is kept: its wall time counts from there)."""
+        missing = [k for k in self.state_dict_keys() if k not in state]
+        if missing:
+            raise CnnlabError(f"the checkpoint lacks {', '.join(missing)}: it was written in another format; "
+                              f"start the run again in a new folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())  # a map_location may have moved it
@@ -86,6 +91,12 @@ class TrainState:
         self.history = list(state["history"])
         self.train_seconds, self.wall_seconds_before = state["train_seconds"], state["wall_seconds"]
         self.processes = list(state["processes"])
+
+    def state_dict_keys(self) -> tuple[str, ...]:
+        """The entries of :meth:`state_dict` (``lookahead`` only with the recipe's lookahead)."""
+        keys = ("model", "optimizer", "generator", "epoch", "step", "history", "train_seconds", "wall_seconds",
+                "processes")
+        return keys + ("lookahead",) if self.lookahead is not None else keys
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (:func:`cnnlab.train.checkpoint.save`)."""
