@@ -110,9 +110,9 @@ PROFILES: dict[str, Profile] = {
         featuremaps={"per_stage": 5, "select": "selective", "top_k": 6},  # top images over a synthetic folder
         probe={"images_per_class": 6, "classes": 3},  # synthetic image folder
         # two epochs for the with/without-BatchNorm loss comparison; one for `improved`
-        train={"hw-mish": {"epochs": 2, "limit_train": 32, "limit_test": 20, "batch_size": 16},
-               "hw-mish-bn": {"epochs": 2, "limit_train": 32, "limit_test": 20, "batch_size": 16},
-               "improved": {"epochs": 1, "limit_train": 32, "limit_test": 20, "batch_size": 16}},
+        train={"hw-mish": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
+               "hw-mish-bn": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
+               "improved": {"recipe": {"epochs": 1, "batch_size": 16}, "limit_train": 32, "limit_test": 20}},
         attack={"images": 1, "steps": 2, "methods": ("pgd",), "model_resolution": True},
         synthetic=True,
     ),
@@ -126,9 +126,9 @@ PROFILES: dict[str, Profile] = {
         # test-time augmentation: after 2 epochs it adds under a point (39.3 vs 38.5 % for hw-mish)
         # and costs six more passes over the 10,000 test images, about 150 s per net in fp32 on an
         # AVX2 CPU (benchmarks/RESULTS.md, "Why `quick` trains without TTA"); the full profile keeps the recipes' TTA.
-        train={"hw-mish": {"epochs": 2, "limit_train": 10000, "tta": False},
-               "hw-mish-bn": {"epochs": 2, "limit_train": 10000, "tta": False},
-               "improved": {"epochs": 2, "limit_train": 10000, "tta": False}},
+        train={"hw-mish": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
+               "hw-mish-bn": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
+               "improved": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000}},
         attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
     "full": Profile(

@@ -9,8 +9,8 @@ from cnnlab.runs import read_json
 
 ID = "cifar10"
 TITLE = "CIFAR-10: three networks trained from scratch"
-SOURCES = ("cnnlab.models.cifar", "cnnlab.train.config", "cnnlab.train.loop", "cnnlab.train.experiment",
-           "cnnlab.data.cifar10", "cnnlab.plots.training")
+SOURCES = ("cnnlab.models.cifar", "cnnlab.train.config", "cnnlab.train.loop", "cnnlab.train.state",
+           "cnnlab.train.experiment", "cnnlab.precision", "cnnlab.data.cifar10", "cnnlab.plots.training")
 MODELS = ("hw-mish", "hw-mish-bn", "improved")
 
 
@@ -46,8 +46,8 @@ def build(ctx: Context) -> Section:
         cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
         # The cache key holds the run key (resolved recipe and its version), so a changed default
         # (epochs, lr, ...) trains anew.
-        key = {**cfg, "run_key": run_key(train.Config.from_flat(**cfg))}
-        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config.from_flat(
+        key = {**cfg, "run_key": run_key(train.Config(**cfg))}
+        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
             out=d, **cfg, **ctx.common)))
         srcs[name] = runs[name] / "result.json"
         results[name] = read_json(srcs[name])
