@@ -5,6 +5,7 @@ attack fails the same checks."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -255,7 +256,7 @@ def test_eot_stop_needs_every_transform_not_the_mean(batch):
     mean = (p_plain + 6 * p_blank) / 7
     assert (mean > lo).all()
     for i in range(x.shape[0]):
-        eot.robust_threshold = float((lo[i] + mean[i]) / 2)
+        eot.options = replace(eot.options, robust_threshold=float((lo[i] + mean[i]) / 2))
         assert eot.stop_probability(x[i:i + 1], target[i:i + 1]).item() == 0  # the worst one decides
-        eot.robust_threshold = float(lo[i]) * 0.999
+        eot.options = replace(eot.options, robust_threshold=float(lo[i]) * 0.999)
         assert eot.stop_probability(x[i:i + 1], target[i:i + 1]).item() > 0

@@ -11,15 +11,22 @@ change of any pixel in one step, in [0, 1] units (0.5/255 = half a grey level by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from cnnlab.attacks.base import Attack, StepOutput
+from cnnlab.attacks.base import Attack, AttackOptions, StepOutput
+
+
+@dataclass(frozen=True)
+class AscentOptions(AttackOptions):
+    steps: int = 200  # small steps: 4 of them to cross a 2/255 ball once
+    step_size: float | None = 0.5 / 255  # λ: the largest per-pixel change per step
 
 
 class Ascent(Attack):
     name = "ascent"
-    default_steps = 200  # small steps: 4 of them to cross a 2/255 ball once
-    default_step_size = 0.5 / 255  # λ: the largest per-pixel change per step
+    default_options = AscentOptions()
 
     def step(self, x_adv: torch.Tensor, x: torch.Tensor, target: torch.Tensor, t: int) -> StepOutput:
         xg = x_adv.detach().requires_grad_(True)

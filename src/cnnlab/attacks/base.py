@@ -14,9 +14,12 @@ around them, quantized to 8 bits. It owns the boring parts:
   the image that would be saved, never on the float iterate.
 
 A subclass writes only :meth:`Attack.step` (and, for randomized attacks, may override
-:meth:`Attack.stop_probability`). ``preprocess`` maps an image to the model input; for a photo
-at its own resolution it is the model's differentiable resize and centre crop, so the ε-ball
-is on the photo itself.
+:meth:`Attack.stop_probability`), and declares its settings as an :class:`AttackOptions`
+dataclass whose defaults are the class's ``default_options``. ``preprocess`` maps an image to
+the model input; for a photo at its own resolution it is the model's differentiable resize and
+centre crop, so the ε-ball is on the photo itself.
+
+The attack loop is :meth:`Attack.perturb` in this file.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -59,6 +62,24 @@ class AttackOutput:
     steps: torch.Tensor  # B: steps taken before success or the budget ran out
     success: torch.Tensor  # B bool: p_target >= threshold (or top-1 == target when threshold is None)
     seconds: float
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """The settings every attack has; a subclass adds its own fields and defaults.
+
+    ``steps`` is the step budget; ``step_size`` the per-step change in [0, 1] units (each attack
+    documents its meaning), ``None`` for the attack's own rule from ε.
+    """
+
+    steps: int = 100
+    step_size: float | None = 0.5 / 255
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ValueError(f"step size must be > 0, got {self.step_size}")
 
 
 def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -101,46 +122,40 @@ class Attack(ABC):
     Args:
         model: a classifier on images in [0, 1] returning logits.
         eps: the L∞ radius in [0, 1] units (2/255 = two grey levels).
-        steps: the step budget.
-        step_size: per-step change in [0, 1] units (each subclass documents its meaning).
         threshold: stop an image once P(target) on its quantized version reaches this;
             ``None`` runs the whole budget and counts success as top-1 == target.
         preprocess: image -> model input (e.g. ``model.preprocess_tensor``); identity if None.
+        options: the attack's settings (default: ``default_options``).
+        **overrides: fields of ``options`` to replace; a ``None`` value keeps the option as is.
     """
 
     name: str = "attack"
     precheck: float = 0.5  # the exact (quantized) stop check runs once the step's P reaches this × threshold
-    default_steps: int = 100
-    default_step_size: float = 0.5 / 255
+    default_options: AttackOptions = AttackOptions()
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float,
-        steps: int | None = None,
-        step_size: float | None = None,
-        threshold: float | None = 0.9,
-        preprocess: Preprocess | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, eps: float, threshold: float | None = 0.9,
+                 preprocess: Preprocess | None = None, options: AttackOptions | None = None, **overrides) -> None:
         if not 0 < eps < 1:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
-        self.model = model
-        self.eps = float(eps)
-        self.steps = int(self.default_steps if steps is None else steps)
-        self.step_size = float(self.default_step_size if step_size is None else step_size)
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.step_size <= 0:
-            raise ValueError(f"step size must be > 0, got {self.step_size}")
         if threshold is not None and not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.model = model
+        self.eps = float(eps)
+        self.options = replace(options or self.default_options,
+                               **{k: v for k, v in overrides.items() if v is not None})
+        self.steps = int(self.options.steps)
+        self.step_size = float(self.options.step_size if self.options.step_size is not None
+                               else self.auto_step_size())
         self.threshold = threshold
         self.preprocess = preprocess or (lambda x: x)
         self.on_step: Callable[[int, torch.Tensor], None] | None = None  # progress hook
         # Indices (into the batch given to ``perturb``) of the images the current ``step`` call
         # holds, in order: a subclass with per-image state (momentum) reads its rows with it.
         self.active: torch.Tensor | None = None
+
+    def auto_step_size(self) -> float:
+        """The step size when ``options.step_size`` is None; an attack with such a rule overrides this."""
+        raise ValueError(f"{self.name}: give a step size")
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,48 +206,56 @@ class Attack(ABC):
             raise ValueError("images must be in [0, 1] (normalization happens inside the model)")
         B = images.shape[0]
         device = next(self.model.parameters()).device
-        home = images.device
         target = torch.as_tensor(targets, dtype=torch.long).reshape(-1).expand(B).clone().to(device)
         x = ((images.detach().to(device, torch.float32) * 255).round() / 255)  # the 8-bit original
         t0 = time.perf_counter()
         with frozen_eval(self.model):
-            self.start(x)
-            x_adv = x.clone()
-            x_q = x.clone()
-            steps = torch.zeros(B, dtype=torch.long, device=device)
-            # threshold=None: no early stop, every image runs the whole budget.
-            done = self._done(x_q, target) if self.threshold is not None else torch.zeros(B, dtype=torch.bool, device=device)
-            for t in range(self.steps):
-                active = ~done
-                if not active.any():
-                    break
-                idx = active.nonzero().squeeze(1)
-                self.active = idx
-                out = self.step(x_adv[idx], x[idx], target[idx], t)
-                x_new = project(out.x_next.detach(), x[idx], self.eps)
-                x_adv[idx] = x_new
-                x_q[idx] = quantize_within(x_new, x[idx], self.eps)
-                steps[idx] += 1
-                check = torch.full_like(idx, self.threshold is not None, dtype=torch.bool)
-                if out.p_target is not None and self.threshold is not None:
-                    # The float iterate seen by the step is a free pre-check: only images near the
-                    # threshold pay for the exact check on their quantized version.
-                    check = out.p_target >= self.precheck * self.threshold
-                if check.any():
-                    sub = idx[check]
-                    done[sub] = self._done(x_q[sub], target[sub])
-                if self.on_step is not None:
-                    self.on_step(t + 1, done)
-            self.active = None
+            x_q, steps = self._iterate(x, target)
             p_final = self.target_probability(x_q, target)
-            if self.threshold is None:
-                success = self._done(x_q, target)
-            else:
-                success = p_final >= self.threshold
+            success = self._done(x_q, target) if self.threshold is None else p_final >= self.threshold
         seconds = time.perf_counter() - t0
         linf = (x_q - x).abs().amax().item()
         assert linf <= self.eps + 1e-6, f"internal error: L∞ {linf} > eps {self.eps}"
-        return AttackOutput(x_q.to(home), p_final.cpu(), steps.cpu(), success.cpu(), seconds)
+        return AttackOutput(x_q.to(images.device), p_final.cpu(), steps.cpu(), success.cpu(), seconds)
+
+    def _iterate(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step the images that are not done yet until all are or the budget runs out: (the
+        quantized iterates (B, 3, H, W), the steps each image took (B,))."""
+        B = x.shape[0]
+        self.start(x)
+        x_adv, x_q = x.clone(), x.clone()
+        steps = torch.zeros(B, dtype=torch.long, device=x.device)
+        # threshold=None: no early stop, every image runs the whole budget.
+        done = self._done(x_q, target) if self.threshold is not None else torch.zeros(B, dtype=torch.bool,
+                                                                                      device=x.device)
+        for t in range(self.steps):
+            if done.all():
+                break
+            idx = (~done).nonzero().squeeze(1)
+            self.active = idx
+            out = self.step(x_adv[idx], x[idx], target[idx], t)
+            x_adv[idx] = project(out.x_next.detach(), x[idx], self.eps)
+            x_q[idx] = quantize_within(x_adv[idx], x[idx], self.eps)
+            steps[idx] += 1
+            self._check_done(done, idx, out.p_target, x_q, target)
+            if self.on_step is not None:
+                self.on_step(t + 1, done)
+        self.active = None
+        return x_q, steps
+
+    def _check_done(self, done: torch.Tensor, idx: torch.Tensor, p_step: torch.Tensor | None,
+                    x_q: torch.Tensor, target: torch.Tensor) -> None:
+        """Update ``done`` (B,) for the stepped images ``idx`` from their quantized iterates."""
+        if self.threshold is None:
+            return
+        check = torch.ones_like(idx, dtype=torch.bool)
+        if p_step is not None:
+            # The float iterate seen by the step is a free pre-check: only images near the
+            # threshold pay for the exact check on their quantized version.
+            check = p_step >= self.precheck * self.threshold
+        if check.any():
+            sub = idx[check]
+            done[sub] = self._done(x_q[sub], target[sub])
 
 
 class NoAttack(Attack):

@@ -23,41 +23,48 @@ jittered views (a margin for other interpolations, such as PIL's).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from cnnlab.attacks.base import Attack, StepOutput
+from cnnlab.attacks.base import Attack, AttackOptions, StepOutput
 from cnnlab.attacks.transforms import Views, robustness_transforms
 
 
-class EOT(Attack):
-    name = "eot"
-    default_steps = 100  # each step costs 5 + `samples` forward/backward passes at model resolution
-    default_step_size = 0.5 / 255  # α when ε is not known; EOT itself starts at α = ε/4 unless given
-    default_samples = 3  # jittered views per step, beside the 5 exact ones
-    default_kappa = 4.0  # margin cap, the logit of P(target): 4 is P ≈ 0.98
-    default_decay = 0.1  # the step size decays from α to this fraction of α (cosine)
-    default_robust_threshold = 0.9  # P(target) needed under every view (exact + fresh jitter) to stop early
-    precheck = 1.0  # the exact stop check runs once the step's worst view reaches the threshold
+@dataclass(frozen=True)
+class EOTOptions(AttackOptions):
+    steps: int = 100  # each step costs 5 + `samples` forward/backward passes at model resolution
+    step_size: float | None = None  # α, the first step's size; None: ε/4
+    samples: int = 3  # jittered views per step, beside the 5 exact ones
+    kappa: float = 4.0  # margin cap, the logit of P(target): 4 is P ≈ 0.98
+    decay: float = 0.1  # the step size decays from α to this fraction of α (cosine)
+    momentum: float = 0.9  # μ of the per-image momentum buffer
+    robust_threshold: float = 0.9  # P(target) needed under every view (exact + fresh jitter) to stop early
+    loss: str = "margin"  # or "logp": the mean log P(target) over the views
 
-    def __init__(self, *args, samples: int | None = None, views: Views | None = None, robust_threshold: float | None = None,
-                 momentum: float | None = None, kappa: float | None = None, decay: float | None = None,
-                 loss: str = "margin", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if kwargs.get("step_size") is None:
-            self.step_size = self.eps / 4
-        self.robust_threshold = float(robust_threshold or self.default_robust_threshold)
-        self.momentum = 0.9 if momentum is None else float(momentum)
-        self.kappa = float(self.default_kappa if kappa is None else kappa)
-        self.decay = float(self.default_decay if decay is None else decay)
-        self.samples = int(self.default_samples if samples is None else samples)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.samples < 0:
             raise ValueError(f"EOT needs at least 0 jittered views per step, got {self.samples}")
-        if loss not in ("margin", "logp"):
-            raise ValueError(f"EOT loss must be 'margin' or 'logp', got {loss!r}")
-        self.loss = loss
+        if self.loss not in ("margin", "logp"):
+            raise ValueError(f"EOT loss must be 'margin' or 'logp', got {self.loss!r}")
+
+
+class EOT(Attack):
+    """EOT on the exact robustness transforms plus jittered views; ``views`` replaces the views
+    built from the model's own resize and centre crop."""
+
+    name = "eot"
+    default_options = EOTOptions()
+    precheck = 1.0  # the exact stop check runs once the step's worst view reaches the threshold
+
+    def __init__(self, *args, views: Views | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.views = views or Views(*_geometry(self.model, self.preprocess))
-        self._velocity: torch.Tensor | None = None  # (B, 3, H, W) for the whole batch
+        self._velocity: torch.Tensor | None = None  # (B, 3, H, W): one row per image of the batch
+
+    def auto_step_size(self) -> float:
+        return self.eps / 4
 
     # ------------------------------------------------------------------ views and loss
     def view_logits(self, x: torch.Tensor, n_jitter: int) -> torch.Tensor:
@@ -70,16 +77,16 @@ class EOT(Attack):
         """(what the step ascends (B,), P(target) per view (B, n)) from logits (B, n, classes)."""
         t = target.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
         logp = torch.log_softmax(logits, dim=2).gather(2, t).squeeze(2)  # B, n
-        if self.loss == "logp":
+        if self.options.loss == "logp":
             return logp.mean(1), logp.exp()
         others = logits.scatter(2, t, float("-inf")).logsumexp(2)  # B, n
         margin = logits.gather(2, t).squeeze(2) - others  # B, n: log P/(1 - P)
-        return margin.clamp_max(self.kappa).mean(1), logp.exp()
+        return margin.clamp_max(self.options.kappa).mean(1), logp.exp()
 
     def step_size_at(self, t: int) -> float:
         """α at step ``t``: a cosine from α down to ``decay`` × α over the budget."""
-        frac = t / max(1, self.steps - 1)
-        return self.step_size * (self.decay + (1 - self.decay) * 0.5 * (1 + math.cos(math.pi * frac)))
+        frac, decay = t / max(1, self.steps - 1), self.options.decay
+        return self.step_size * (decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     # ------------------------------------------------------------------ the step
     def start(self, x: torch.Tensor) -> None:
@@ -87,15 +94,13 @@ class EOT(Attack):
 
     def step(self, x_adv: torch.Tensor, x: torch.Tensor, target: torch.Tensor, t: int) -> StepOutput:
         xg = x_adv.detach().requires_grad_(True)
-        objective, p = self.objective(self.view_logits(xg, self.samples), target)  # B; B, n
+        objective, p = self.objective(self.view_logits(xg, self.options.samples), target)  # B; B, n
         (grad,) = torch.autograd.grad(objective.sum(), xg)  # B, 3, H, W
-        # Momentum (Dong et al., 2018) on L1-normalized gradients, per image: the rows of the
-        # batch's buffer that belong to the images still running.
+        # Momentum (Dong et al., 2018) on L1-normalized gradients, per image: only the rows of
+        # the batch's buffer that belong to the images still running are read and written.
         grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-30).view(-1, 1, 1, 1)
         idx = self.active if self.active is not None else slice(None)
-        if self._velocity is None or self._velocity[idx].shape != grad.shape:
-            self.start(x_adv)
-        velocity = self.momentum * self._velocity[idx] + grad
+        velocity = self.options.momentum * self._velocity[idx] + grad
         self._velocity[idx] = velocity
         return StepOutput(x_adv + self.step_size_at(t) * velocity.sign(), p.detach().amin(1))
 
@@ -106,17 +111,17 @@ class EOT(Attack):
         B = x_q.shape[0]
         exact = torch.cat([x_q, *(f(x_q) for f in robustness_transforms().values())])  # 5B: transform-major
         p_exact = torch.softmax(self.logits(exact), 1).gather(1, target.repeat(5)[:, None]).view(5, B).T  # B, 5
-        p_views = torch.softmax(self.view_logits(x_q, self.samples), 2)  # B, n, classes
+        p_views = torch.softmax(self.view_logits(x_q, self.options.samples), 2)  # B, n, classes
         p_views = p_views.gather(2, target.view(-1, 1, 1).expand(-1, p_views.shape[1], 1)).squeeze(2)
         return torch.cat([p_exact, p_views], 1)
 
     @torch.no_grad()
     def stop_probability(self, x_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """P(target) on the quantized image, or 0 while P(target) under the worst view of
-        :meth:`robust_probabilities` is still below ``robust_threshold`` (so the attack goes on)."""
+        :meth:`robust_probabilities` is still below ``options.robust_threshold`` (so the attack goes on)."""
         p = self.robust_probabilities(x_q, target)  # B, views: column 0 is the plain image
         plain, worst = p[:, 0], p.amin(1)  # B, B
-        return torch.where(worst >= self.robust_threshold, plain, torch.zeros_like(plain))
+        return torch.where(worst >= self.options.robust_threshold, plain, torch.zeros_like(plain))
 
 
 def _geometry(model, preprocess) -> tuple[int | None, int | None]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.attacks.run import RESULTS_FILE
+from cnnlab.attacks.run import RESULTS_FILE, class_probabilities
 from cnnlab.attacks.targets import parse_class
 from cnnlab.attacks.transforms import robustness_transforms
 from cnnlab.errors import CnnlabError
@@ -35,7 +35,7 @@ from cnnlab.runs import new_run_dir, read_json, resolve_device, save_figure, see
 
 log = logging.getLogger(__name__)
 
-IDENTITY = "none"
+NO_TRANSFORM = "none"  # the image as saved: the first column
 PAGE_ROWS = 4  # rows of the grid per page figure
 
 
@@ -126,11 +126,30 @@ def _items(config: Config) -> list[Item]:
     return items
 
 
-def _probabilities(model, x: torch.Tensor, model_resolution: bool) -> torch.Tensor:
-    """Softmax (1000,) for one image (1, 3, H, W), through the same pipeline as the attack."""
-    with torch.no_grad():
-        inp = x if model_resolution else model.preprocess_tensor(x)
-        return torch.softmax(model(inp).float(), dim=1)[0].cpu()
+def _check(item: Item, model, transforms: dict, device: str, rows: list[Row]) -> tuple[str, list]:
+    """Classify ``item`` as saved and under each transform, appending one :class:`Row` per
+    transform to ``rows``; returns the item's row of the figure grid (title, cells)."""
+    from cnnlab.plots.attacks import RobustnessCell
+
+    cats = model.categories
+    preprocess = None if item.model_resolution else model.preprocess_tensor  # the attack's own pipeline
+    x = pil_to_tensor(load_image(item.path))[None].to(device)  # 1, 3, H, W
+    base = class_probabilities(model, x, preprocess)
+    target = parse_class(item.target, cats) if item.target is not None else int(base.argmax())
+    original = parse_class(item.original, cats) if item.original is not None else None
+    cells = []
+    for name, fn in transforms.items():
+        xt = fn(x)  # 1, 3, H, W
+        p = class_probabilities(model, xt, preprocess)
+        top = int(p.argmax())
+        rows.append(Row(item.label, str(item.path), name, top, cats[top], float(p[top]), target, cats[target],
+                        float(p[target]), top == target, original,
+                        float(p[original]) if original is not None else None))
+        cells.append(RobustnessCell(xt[0].permute(1, 2, 0).cpu().numpy(), f"{cats[top]} {float(p[top]):.0%}",
+                                    top == target))
+    log.info("%s: target %s survives %d/4 transforms", item.label, cats[target],
+             sum(r.target_survives for r in rows[-4:]))
+    return f"{item.label}\n→ {cats[target]}", cells
 
 
 def run(config: Config) -> Result:
@@ -139,40 +158,27 @@ def run(config: Config) -> Result:
     items = _items(config)
     run_dir = new_run_dir("robustness", config.out)
     write_run_metadata(run_dir, config, device, config.seed)
-    transforms = {IDENTITY: (lambda x: x), **robustness_transforms()}
+    transforms = {NO_TRANSFORM: (lambda x: x), **robustness_transforms()}
     models: dict[str, object] = {}
     rows: list[Row] = []
     grid = []
-    from cnnlab.plots.attacks import RobustnessCell, robustness_grid
-
     for item in items:
         if item.model not in models:
             models[item.model] = load_pretrained(item.model, device=device)
-        model = models[item.model]
-        cats = model.categories
-        x = pil_to_tensor(load_image(item.path))[None].to(device)  # 1, 3, H, W
-        base = _probabilities(model, x, item.model_resolution)
-        target = parse_class(item.target, cats) if item.target is not None else int(base.argmax())
-        original = parse_class(item.original, cats) if item.original is not None else None
-        cells = []
-        for name, fn in transforms.items():
-            xt = fn(x)  # 1, 3, H, W
-            p = _probabilities(model, xt, item.model_resolution)
-            top = int(p.argmax())
-            rows.append(Row(item.label, str(item.path), name, top, cats[top], float(p[top]), target, cats[target],
-                            float(p[target]), top == target, original,
-                            float(p[original]) if original is not None else None))
-            cells.append(RobustnessCell(xt[0].permute(1, 2, 0).cpu().numpy(), f"{cats[top]} {float(p[top]):.0%}",
-                                        top == target))
-        grid.append((f"{item.label}\n→ {cats[target]}", cells))
-        log.info("%s: target %s survives %d/4 transforms", item.label, cats[target],
-                 sum(r.target_survives for r in rows[-4:]))
-
+        grid.append(_check(item, models[item.model], transforms, device, rows))
     names = list(transforms)
     summary: dict[str, dict[str, object]] = {}
     for item in items:
         mine = {r.transform: r.target_survives for r in rows if r.label == item.label}
         summary[item.label] = {**mine, "all_four": all(mine[t] for t in names[1:])}
+    return _write_results(run_dir, items, rows, summary, grid, names)
+
+
+def _write_results(run_dir: Path, items: list[Item], rows: list[Row], summary: dict[str, dict[str, object]],
+                   grid: list, names: list[str]) -> Result:
+    """The grid figure (whole and in pages), the survival-vs-ε figure and ``robustness.json``."""
+    from cnnlab.plots.attacks import robustness_grid
+
     figure = save_figure(robustness_grid(grid, names), run_dir / "robustness.png")
     pages = [save_figure(robustness_grid(grid[i:i + PAGE_ROWS], names), run_dir / f"robustness-{i // PAGE_ROWS + 1}.png")
              for i in range(0, len(grid), PAGE_ROWS)]

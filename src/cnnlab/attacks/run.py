@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cnnlab.attacks import ATTACKS
+from cnnlab.attacks import ATTACKS, Attack, AttackOutput
+from cnnlab.attacks.base import Preprocess
 from cnnlab.attacks.targets import EXCLUDE_TOP, Photo, default_photos, parse_class, parse_fraction, random_target
 from cnnlab.errors import CnnlabError
 from cnnlab.images import load_image, pil_to_tensor, save_png
@@ -52,7 +53,8 @@ class Config(RunOptions):
     eps: float = arg(2 / 255, "L∞ budget in [0, 1] units; fractions allowed (2/255 = two grey levels)",
                      parse=parse_fraction, metavar="EPS")
     method: str = arg("pgd", "attack", choices=tuple(ATTACKS.names()))
-    steps: int | None = arg(None, "step budget (default: the method's, ascent 200, pgd 100, eot 100)")
+    steps: int | None = arg(None, "step budget (default: the method's, " + ", ".join(
+        f"{name} {ATTACKS.get(name).default_options.steps}" for name in ATTACKS) + ")")
     step_size: float | None = arg(None, "per-step change (λ or α) in [0, 1] units (default 0.5/255; eot: ε/4, "
                                   "decaying)",
                                   parse=parse_fraction, metavar="SIZE")
@@ -180,98 +182,148 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40] or "image"
 
 
+def attack_flags(config: Config, cls: type[Attack]) -> dict:
+    """The attack's own settings on the command line: the ``Config`` fields that are also fields
+    of the attack's options (``steps``, ``step_size``, EOT's ``samples``, PGD's
+    ``random_start``); ``None`` keeps the attack's default."""
+    shared = {f.name for f in fields(cls.default_options)} & {f.name for f in fields(Config)}
+    return {name: getattr(config, name) for name in sorted(shared)}
+
+
+def build_attack(config: Config, model, preprocess) -> Attack:
+    """The ``--method`` attack from the registry, with the options given on the command line."""
+    cls = ATTACKS.get(config.method)
+    return cls(model, eps=config.eps, threshold=config.threshold, preprocess=preprocess, **attack_flags(config, cls))
+
+
+def class_probabilities(model, x: torch.Tensor, preprocess: Preprocess | None = None) -> torch.Tensor:
+    """Softmax (classes,) of the model on one image (1, 3, H, W), moved to the model's device and
+    then passed through ``preprocess`` (none: ``x`` is the model input); on the CPU."""
+    x = x.to(next(model.parameters()).device)
+    with torch.no_grad():
+        return torch.softmax(model(preprocess(x) if preprocess else x).float(), 1)[0].cpu()
+
+
+@dataclass
+class Clean:
+    """The clean photo as the model sees it, and the target the attack aims at."""
+
+    p: torch.Tensor  # (classes,) softmax
+    top1: int
+    target: int
+    excluded: list[int] | None  # the clean top-5 a random target was drawn outside of
+    correct: bool | None  # clean top-1 is a true class; None when the truth is unknown
+
+
+def _targets_and_truths(config: Config, photos: list[Photo], cats: list[str]
+                        ) -> tuple[list[int | str], list[tuple[int, ...]]]:
+    """Per photo: its target (a class, or ``RANDOM`` to draw later) and its accepted true classes."""
+    targets = [t if t == RANDOM else parse_class(t, cats) if t is not None else p.default_target
+               for p, t in zip(photos, _per_image(config.target, len(photos), "--target"))]
+    truths = [(parse_class(t, cats),) if t is not None else p.true_classes
+              for p, t in zip(photos, _per_image(config.true_label, len(photos), "--true-label"))]
+    return targets, truths
+
+
+def _look_clean(model, x: torch.Tensor, preprocess, photo: Photo, target: int | str, truth: tuple[int, ...],
+                draws: np.random.Generator, warnings: list[str]) -> Clean:
+    """Classify the clean photo, draw a random target, and warn (into ``warnings``) when the
+    attack proves little: a misclassified photo, or one already classified as the target."""
+    cats = model.categories
+    p_clean = class_probabilities(model, x, preprocess)
+    clean_class = int(p_clean.argmax())
+    excluded = None
+    if target == RANDOM:
+        target, excluded = random_target(p_clean.numpy(), draws)
+    correct = (clean_class in truth) if truth else None
+    log.info("%s: clean top-1 %s (%d) %.1f%%; target %s (%d)", photo.name, cats[clean_class],
+             clean_class, 100 * p_clean[clean_class], cats[target], target)
+    msgs = []
+    if correct is False:
+        msgs.append(f"{photo.name}: the clean photo is misclassified as {cats[clean_class]!r} (expected "
+                    f"{' or '.join(repr(cats[t]) for t in truth)}): attacking it proves little")
+    if clean_class == target:
+        msgs.append(f"{photo.name}: the clean photo is already classified as the target {cats[target]!r}")
+    for msg in msgs:
+        log.warning(msg)
+    warnings.extend(msgs)
+    return Clean(p_clean, clean_class, target, excluded, correct)
+
+
+def _image_result(i: int, photo: Photo, x: torch.Tensor, clean: Clean, out: AttackOutput, model, preprocess,
+                  run_dir: Path, threshold: float) -> ImageResult:
+    """Save the original and adversarial PNGs, reload the adversarial one and measure it."""
+    cats, target, adv = model.categories, clean.target, out.adversarial[0]  # adv: 3, H, W
+    stem = f"{i:02d}-{_safe(photo.name)}"
+    orig_png = save_png(x[0], run_dir / f"{stem}-original.png")
+    adv_png = save_png(adv, run_dir / f"{stem}-adversarial.png")
+    reloaded_img = load_image(adv_png)
+    reloaded = pil_to_tensor(reloaded_img)
+    png_exact = bool(torch.equal(reloaded, adv.cpu()))
+    p_adv = class_probabilities(model, reloaded[None], preprocess)
+    p_pred = class_probabilities(model, model.preprocess(reloaded_img)[None])  # `cnnlab predict`'s pipeline
+    adv_class = int(p_adv.argmax())
+    linf_grey, psnr, ssim = image_metrics(x[0], reloaded)
+    r = ImageResult(
+        name=photo.name, source=photo.source, width=int(x.shape[-1]), height=int(x.shape[-2]),
+        target=target, target_name=cats[target], clean_class=clean.top1, clean_name=cats[clean.top1],
+        clean_prob=float(clean.p[clean.top1]), clean_correct=clean.correct,
+        p_target_clean=float(clean.p[target]), adv_class=adv_class, adv_name=cats[adv_class],
+        adv_prob=float(p_adv[adv_class]), p_target=float(p_adv[target]),
+        p_clean_class_adv=float(p_adv[clean.top1]), p_target_predict=float(p_pred[target]),
+        linf_grey=linf_grey, linf=linf_grey / 255, psnr=psnr, ssim=ssim, steps=int(out.steps[0]),
+        seconds=out.seconds, success=bool(float(p_adv[target]) >= threshold and png_exact),
+        png_exact=png_exact, original_png=orig_png.name, adversarial_png=adv_png.name,
+        target_random=clean.excluded is not None, target_excluded=clean.excluded,
+    )
+    log.info("%s: adversarial top-1 %s %.1f%%, P(target) %.3f, L∞ %d/255, PSNR %.1f dB, SSIM %.4f, "
+             "%d steps, %.1f s", r.name, r.adv_name, 100 * r.adv_prob, r.p_target, r.linf_grey, r.psnr,
+             r.ssim, r.steps, r.seconds)
+    return r
+
+
 def run(config: Config) -> Result:
     seed_everything(config.seed, config.deterministic)
     device = resolve_device(config.device)
     photos = _photos(config)
     model = load_pretrained(config.model, device=device)
-    cats = model.categories
-    targets = [t if t == RANDOM else parse_class(t, cats) if t is not None else p.default_target
-               for p, t in zip(photos, _per_image(config.target, len(photos), "--target"))]
-    draws = np.random.default_rng(config.seed)  # --target random: one draw per photo, in order
-    truths = [(parse_class(t, cats),) if t is not None else p.true_classes
-              for p, t in zip(photos, _per_image(config.true_label, len(photos), "--true-label"))]
+    targets, truths = _targets_and_truths(config, photos, model.categories)
     run_dir = new_run_dir("attack", config.out)
     write_run_metadata(run_dir, config, device, config.seed)
     preprocess = (lambda x: x) if config.model_resolution else model.preprocess_tensor
-    kwargs: dict = {"eps": config.eps, "steps": config.steps, "step_size": config.step_size,
-                    "threshold": config.threshold, "preprocess": preprocess}
-    if config.method == "eot":
-        kwargs["samples"] = config.samples
-    if config.method == "pgd":
-        kwargs["random_start"] = config.random_start
-    attack = ATTACKS.get(config.method)(model, **kwargs)
-    amplify = config.amplify or 0.5 / config.eps
-
+    attack = build_attack(config, model, preprocess)
+    draws = np.random.default_rng(config.seed)  # --target random: one draw per photo, in order
     t_all = time.perf_counter()
-    rows, warnings = [], []
+    rows: list[ImageResult] = []
+    warnings: list[str] = []
     with make_progress() as progress:
         for i, (photo, target, truth) in enumerate(zip(photos, targets, truths)):
             if config.model_resolution:
                 x = model.preprocess(photo.image)[None]  # 1, 3, 224, 224, 8-bit valued
             else:
                 x = pil_to_tensor(photo.image)[None]  # 1, 3, H, W
-            with torch.no_grad():
-                p_clean = torch.softmax(model(preprocess(x.to(device))).float(), 1)[0].cpu()  # 1000
-            clean_class = int(p_clean.argmax())
-            excluded = None
-            if target == RANDOM:
-                target, excluded = random_target(p_clean.numpy(), draws)
-            correct = (clean_class in truth) if truth else None
-            log.info("%s: clean top-1 %s (%d) %.1f%%; target %s (%d)", photo.name, cats[clean_class],
-                     clean_class, 100 * p_clean[clean_class], cats[target], target)
-            if correct is False:
-                msg = (f"{photo.name}: the clean photo is misclassified as {cats[clean_class]!r} (expected "
-                       f"{' or '.join(repr(cats[t]) for t in truth)}): attacking it proves little")
-                log.warning(msg)
-                warnings.append(msg)
-            if clean_class == target:
-                msg = f"{photo.name}: the clean photo is already classified as the target {cats[target]!r}"
-                log.warning(msg)
-                warnings.append(msg)
-
+            clean = _look_clean(model, x, preprocess, photo, target, truth, draws, warnings)
             task = progress.add_task(f"{config.method} {photo.name}", total=attack.steps, info="")
             attack.on_step = lambda t, done, task=task: progress.update(task, completed=t)
-            out = attack(x, target)
+            out = attack(x, clean.target)
             progress.update(task, completed=attack.steps)
-            adv = out.adversarial[0]  # 3, H, W
+            rows.append(_image_result(i, photo, x, clean, out, model, preprocess, run_dir, config.threshold))
+    return _write_results(config, attack, model.spec.label, run_dir, rows, warnings, time.perf_counter() - t_all)
 
-            stem = f"{i:02d}-{_safe(photo.name)}"
-            orig_png = save_png(x[0], run_dir / f"{stem}-original.png")
-            adv_png = save_png(adv, run_dir / f"{stem}-adversarial.png")
-            reloaded_img = load_image(adv_png)
-            reloaded = pil_to_tensor(reloaded_img)
-            png_exact = bool(torch.equal(reloaded, adv.cpu()))
-            with torch.no_grad():
-                p_adv = torch.softmax(model(preprocess(reloaded[None].to(device))).float(), 1)[0].cpu()
-                p_pred = torch.softmax(model(model.preprocess(reloaded_img)[None].to(device)).float(), 1)[0].cpu()
-            adv_class = int(p_adv.argmax())
-            linf_grey, psnr, ssim = image_metrics(x[0], reloaded)
-            rows.append(ImageResult(
-                name=photo.name, source=photo.source, width=int(x.shape[-1]), height=int(x.shape[-2]),
-                target=target, target_name=cats[target], clean_class=clean_class, clean_name=cats[clean_class],
-                clean_prob=float(p_clean[clean_class]), clean_correct=correct,
-                p_target_clean=float(p_clean[target]), adv_class=adv_class, adv_name=cats[adv_class],
-                adv_prob=float(p_adv[adv_class]), p_target=float(p_adv[target]),
-                p_clean_class_adv=float(p_adv[clean_class]), p_target_predict=float(p_pred[target]),
-                linf_grey=linf_grey, linf=linf_grey / 255, psnr=psnr, ssim=ssim, steps=int(out.steps[0]),
-                seconds=out.seconds, success=bool(float(p_adv[target]) >= config.threshold and png_exact),
-                png_exact=png_exact, original_png=orig_png.name, adversarial_png=adv_png.name,
-                target_random=excluded is not None, target_excluded=excluded,
-            ))
-            r = rows[-1]
-            log.info("%s: adversarial top-1 %s %.1f%%, P(target) %.3f, L∞ %d/255, PSNR %.1f dB, SSIM %.4f, "
-                     "%d steps, %.1f s", r.name, r.adv_name, 100 * r.adv_prob, r.p_target, r.linf_grey, r.psnr,
-                     r.ssim, r.steps, r.seconds)
 
+def _write_results(config: Config, attack: Attack, model_label: str, run_dir: Path, rows: list[ImageResult],
+                   warnings: list[str], seconds: float) -> Result:
+    """The figure and ``attack.json``."""
+    amplify = config.amplify or 0.5 / config.eps
     figure = save_figure(_figure(run_dir, rows, amplify, config.eps), run_dir / FIGURE_FILE)
-    result = Result(run_dir=run_dir, method=config.method, model=model.spec.label, eps=config.eps,
+    result = Result(run_dir=run_dir, method=config.method, model=model_label, eps=config.eps,
                     threshold=config.threshold, images=rows, figure=figure, results_json=run_dir / RESULTS_FILE,
-                    seconds=time.perf_counter() - t_all, amplify=amplify, warnings=warnings)
+                    seconds=seconds, amplify=amplify, warnings=warnings)
     write_json(result.results_json, {
         "method": result.method, "model": result.model, "eps": result.eps, "eps_grey": result.eps * 255,
         "threshold": result.threshold, "steps_budget": attack.steps, "step_size": attack.step_size,
-        "step_size_grey": attack.step_size * 255, "samples": config.samples if config.method == "eot" else None,
+        "step_size_grey": attack.step_size * 255,
+        "samples": getattr(attack.options, "samples", None),  # jittered views per step, for attacks that draw them
         "model_resolution": config.model_resolution, "amplify": amplify, "all_success": result.all_success,
         "seconds": result.seconds, "warnings": warnings, "figure": figure.name,
         "target_draw": {"seed": config.seed, "rule": f"uniform over the classes outside the clean top-{EXCLUDE_TOP}, "
