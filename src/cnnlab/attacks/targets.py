@@ -83,8 +83,7 @@ BUILTINS = {
 }
 # Targets are unrelated to the photo's class. The grayscale cameraman gets a target that can be
 # reached through brightness alone: the robustness check's grayscale undoes any colour noise, so
-# colour-defined targets (goldfish, tried before) or space shuttle (tried) fail it there
-# (benchmarks/RESULTS.md, "Which stopping rule and which targets for the default photos?").
+# a target defined by colour would fail it there.
 PEPPERS_TRUE = (945,)  # bell pepper
 
 
