@@ -31,7 +31,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.images import IMAGE_SUFFIXES, expand_paths, load_image, pil_to_tensor
 from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
 from cnnlab.options import RunOptions, arg
-from cnnlab.runs import new_run_dir, read_json, resolve_device, save_figure, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import read_json, save_figure, start_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,9 @@ def _check(item: Item, model, transforms: dict, device: str, rows: list[Row]) ->
 
 
 def run(config: Config) -> Result:
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
+    started = start_run("robustness", config)
+    run_dir, device = started.dir, started.device
     items = _items(config)
-    run_dir = new_run_dir("robustness", config.out)
-    write_run_metadata(run_dir, config, device, config.seed)
     transforms = {NO_TRANSFORM: (lambda x: x), **robustness_transforms()}
     models: dict[str, object] = {}
     rows: list[Row] = []

@@ -32,7 +32,7 @@ from cnnlab.images import load_image, pil_to_tensor, save_png
 from cnnlab.models.pretrained import DEFAULT_MODEL, load_pretrained
 from cnnlab.options import RunOptions, arg
 from cnnlab.progress import make_progress
-from cnnlab.runs import new_run_dir, resolve_device, save_figure, seed_everything, write_json, write_run_metadata
+from cnnlab.runs import save_figure, start_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +283,11 @@ def _image_result(i: int, photo: Photo, x: torch.Tensor, clean: Clean, out: Atta
 
 
 def run(config: Config) -> Result:
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
+    started = start_run("attack", config)
+    run_dir = started.dir
     photos = _photos(config)
-    model = load_pretrained(config.model, device=device)
+    model = load_pretrained(config.model, device=started.device)
     targets, truths = _targets_and_truths(config, photos, model.categories)
-    run_dir = new_run_dir("attack", config.out)
-    write_run_metadata(run_dir, config, device, config.seed)
     preprocess = (lambda x: x) if config.model_resolution else model.preprocess_tensor
     attack = build_attack(config, model, preprocess)
     draws = np.random.default_rng(config.seed)  # --target random: one draw per photo, in order
