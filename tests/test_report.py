@@ -389,8 +389,8 @@ def _png(path: Path) -> None:
 
 
 def _fake_cifar_training(monkeypatch, losses, accs) -> list[str]:
-    """Replace ``train.run``/``compare.run`` by fakes writing the files the section reads; returns
-    the list of models trained (one entry per call)."""
+    """Replace ``train.run``/``compare.run`` by fakes writing the files the section reads (the test
+    accuracy is ``accs[model]`` plus 0.01 per seed); returns the models trained (one entry per call)."""
     import cnnlab.train as train
     import cnnlab.train.compare as compare
     from cnnlab.runs import write_json
@@ -398,12 +398,12 @@ def _fake_cifar_training(monkeypatch, losses, accs) -> list[str]:
     trained = []
 
     def fake_train(config):
-        m = config.model
+        m, acc = config.model, accs[config.model] + 0.01 * config.seed
         trained.append(m)
-        hist = [{"epoch": i + 1, "train_loss": v, "train_accuracy": 0.1, "test_loss": v, "test_accuracy": accs[m],
+        hist = [{"epoch": i + 1, "train_loss": v, "train_accuracy": 0.1, "test_loss": v, "test_accuracy": acc,
                  "lr": 0.1, "seconds": 1.0} for i, v in enumerate(losses[m])]
         write_json(config.out / "result.json", {
-            "model": m, "epochs": 2, "test_accuracy": accs[m], "test_accuracy_plain": accs[m], "test_loss": 1.0,
+            "model": m, "epochs": 2, "test_accuracy": acc, "test_accuracy_plain": acc, "test_loss": 1.0,
             "train_seconds": 2.0, "wall_seconds": 3.0, "parameters": 1000, "init_scheme": "Kaiming",
             "optimizer": "SGD", "precision": {}, "world_size": 1, "history": hist,
             "recipe": {"batch_size": 8, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1,
@@ -418,7 +418,7 @@ def _fake_cifar_training(monkeypatch, losses, accs) -> list[str]:
 
 @pytest.mark.parametrize("bn_better", [True, False])
 def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
-    """'BatchNorm trained faster' appears only when its losses say so (fake training runs)."""
+    """'lower at every epoch' appears only when the losses say so (fake training runs)."""
     from cnnlab.report.profiles import Profile
     from cnnlab.report.sections import cifar10
 
@@ -427,7 +427,8 @@ def test_cifar_sentences_follow_the_histories(tmp_path, monkeypatch, bn_better):
     _fake_cifar_training(monkeypatch, losses, accs)
     html = build.make_section(cifar10, ReportContext(Profile("t", "t", train={m: {} for m in losses}), tmp_path)).html
     assert ("lower at every epoch" in html) == bn_better
-    assert ("did <b>not</b> train faster" in html) == (not bn_better)
+    assert ("<b>not</b> lower at the last epoch" in html) == (not bn_better)
+    assert "each with its own recipe (not a controlled comparison)" in html.lower()
     assert ("<code>improved</code> beats both" in html) == (not bn_better)
     assert ("does <b>not</b> beat both" in html) == bn_better
 
@@ -451,6 +452,96 @@ def test_a_changed_recipe_default_is_trained_again(tmp_path, monkeypatch):
     monkeypatch.setattr(train_config, "RECIPES", recipes)
     build.make_section(cifar10, ReportContext(profile, tmp_path))
     assert sorted(trained) == sorted(models + ("hw-mish",))  # only the changed one ran again
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_cifar_tables_show_mean_and_std_over_seeds(tmp_path, monkeypatch, seeds):
+    """--seeds K trains every net with seeds 0..K-1; the table shows mean ± sample std (one seed: the value)."""
+    import statistics
+
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import cifar10
+
+    models = ("hw-mish", "hw-mish-bn", "improved")
+    trained = _fake_cifar_training(monkeypatch, {m: [2.0, 1.0] for m in models}, {m: 0.5 for m in models})
+    report = ReportContext(Profile("t", "t", train={m: {} for m in models}), tmp_path, seeds=seeds)
+    sec = build.make_section(cifar10, report)
+    assert sorted(trained) == sorted(models * seeds)
+    accs = [0.5 + 0.01 * s for s in range(seeds)]
+    acc, cell = sec.numbers["cifar10.improved.acc"], _tags(sec.html)
+    assert acc["value"] == pytest.approx(statistics.fmean(accs))
+    if seeds == 1:
+        assert "cifar10.improved.acc_std" not in sec.numbers and "±" not in sec.html
+        assert acc["source"]["path"] == ["test_accuracy"]
+    else:
+        std = sec.numbers["cifar10.improved.acc_std"]
+        assert std["value"] == pytest.approx(statistics.stdev(accs)) and "standard deviation" in std["derived"]
+        assert (acc["text"], std["text"]) == ("50.50%", "0.71%")
+        assert f'{acc["text"]} ± {std["text"]}' in "".join(cell.text)
+        assert sec.numbers["cifar10.seeds"]["value"] == 2
+
+
+def _study_json(plain_loss, bn_loss, diverged_at):
+    """A study.json: the shared-recipe losses per epoch, and a sweep at lr 0.1 and 0.4 where the
+    (model, lr) pairs in ``diverged_at`` diverged."""
+    def run(m, loss, val):
+        return {"history": [{"epoch": i + 1, "train_loss": v, "val_accuracy": val} for i, v in enumerate(loss)],
+                "val_accuracy": val, "train_loss": loss[-1]}
+
+    sweep = [{"model": m, "lr": lr, "diverged": (m, lr) in diverged_at, "reason": "loss became NaN/inf",
+              "val_accuracy": None if (m, lr) in diverged_at else 0.3 + lr / 10 + (m == "hw-mish-bn") / 100}
+             for lr in (0.1, 0.4) for m in ("hw-mish", "hw-mish-bn")]
+    return {"recipe_of": "hw-mish", "val_split": 20, "sweep_epochs": 1, "sweep": sweep,
+            "recipe": {"epochs": len(plain_loss), "batch_size": 256, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                       "label_smoothing": 0.1, "warmup": 0.1, "translate": 2, "flip": True, "tta": False},
+            "same_recipe": {"hw-mish": run("hw-mish", plain_loss, 0.4), "hw-mish-bn": run("hw-mish-bn", bn_loss, 0.5)}}
+
+
+def test_study_facts_flip_when_the_numbers_flip():
+    from cnnlab.report.sections.cifar10 import study_facts
+
+    f = study_facts(_study_json([2.0, 1.5], [1.8, 1.2], {("hw-mish", 0.4)}))
+    assert f["lower_always"] and f["lower_at_end"] and f["lower"] == 2 and f["loss_gap"] == pytest.approx(0.3)
+    assert f["bn_larger_lr"] and not f["plain_larger_lr"] and not f["none_stable"]
+    assert f["max_stable"] == {"hw-mish": 0, "hw-mish-bn": 3} and f["best"] == {"hw-mish": 0, "hw-mish-bn": 3}
+    assert f["val_higher"]
+    f = study_facts(_study_json([2.0, 1.5], [1.9, 1.7], {("hw-mish-bn", 0.4)}))
+    assert not f["lower_always"] and not f["lower_at_end"] and f["lower"] == 1
+    assert f["plain_larger_lr"] and not f["bn_larger_lr"] and f["max_stable"]["hw-mish"] == 2
+    f = study_facts(_study_json([2.0, 1.5], [2.1, 1.4], set()))
+    assert f["lower_at_end"] and not f["lower_always"]
+    assert not f["bn_larger_lr"] and not f["plain_larger_lr"] and not f["none_stable"]  # both up to 0.4
+    f = study_facts(_study_json([2.0], [1.0], {(m, lr) for m in ("hw-mish", "hw-mish-bn") for lr in (0.1, 0.4)}))
+    assert f["none_stable"] and f["max_stable"] == {"hw-mish": None, "hw-mish-bn": None}
+
+
+@pytest.mark.parametrize("bn_tolerates", [True, False])
+def test_study_sentences_follow_the_sweep(tmp_path, monkeypatch, bn_tolerates):
+    """The study's statements are chosen by its numbers (a fake bn-study run)."""
+    import cnnlab.train.study as study
+    from cnnlab.report.profiles import Profile
+    from cnnlab.report.sections import cifar10
+    from cnnlab.runs import write_json
+
+    models = ("hw-mish", "hw-mish-bn", "improved")
+    _fake_cifar_training(monkeypatch, {m: [2.0, 1.0] for m in models}, {m: 0.5 for m in models})
+    data = _study_json([2.0, 1.5], [1.8, 1.2] if bn_tolerates else [2.2, 1.9],
+                       {("hw-mish", 0.4)} if bn_tolerates else {("hw-mish-bn", 0.4)})
+
+    def fake_study(config):
+        write_json(config.out / "study.json", data)
+        for name in ("curves.png", "curves_val.png", "sweep.png"):
+            _png(config.out / name)
+
+    monkeypatch.setattr(study, "run", fake_study)
+    profile = Profile("t", "t", train={m: {} for m in models}, bn_study={"epochs": 2})
+    html = build.make_section(cifar10, ReportContext(profile, tmp_path)).html
+    study_html = html[html.index("one change at a time"):html.index("Architectures")]
+    assert ("BatchNorm tolerated a larger learning rate" in study_html) == bn_tolerates
+    assert ("does <b>not</b> show that BatchNorm tolerates larger steps" in study_html) == (not bn_tolerates)
+    assert ("lower at every epoch" in study_html) == bn_tolerates
+    assert ("<b>not</b> lower at the last epoch" in study_html) == (not bn_tolerates)
+    assert "diverged (loss became NaN/inf)" in study_html
 
 
 def test_cli_builds_a_partial_report(tmp_path, capsys):

@@ -43,9 +43,13 @@ class Config(RunOptions):
     sections: list[str] = arg(help="only these sections (default: all)", default_factory=list, metavar="SECTION")
     pdf: bool = arg(True, "print report.pdf with headless Chromium")
     force: bool = arg(False, "rerun every experiment even when a finished run with the same config exists")
+    seeds: int = arg(1, "train each CIFAR-10 network with seeds --seed .. --seed + K - 1; tables show mean ± "
+                        "standard deviation")
 
     def __post_init__(self) -> None:
         check_profile(get_profile(self.profile))  # an option its verb does not have fails here
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         if self.image is not None:
             from cnnlab.images import load_image
 
@@ -139,7 +143,8 @@ def run(config: Config) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     write_run_metadata(out, config, config.device, config.seed)
     common = {"seed": config.seed, "deterministic": config.deterministic, "device": config.device, "quiet": True}
-    report = ReportContext(profile, out, config.data_root, force=config.force, common=common, photo=config.image)
+    report = ReportContext(profile, out, config.data_root, force=config.force, common=common, photo=config.image,
+                            seeds=config.seeds)
     modules = [m for m in section_modules() if not config.sections or m.ID in config.sections]
     sections = []
     for module in modules:

@@ -32,6 +32,7 @@ VERBS: dict[str, Verb] = {
     "featuremaps": Verb("cnnlab.featuremaps.run", ("classes", "images_per_class")),  # the synthetic image set
     "probe": Verb("cnnlab.probe.run", ("classes", "images_per_class")),  # the synthetic image folder
     "train": Verb("cnnlab.train"),  # one option group per CIFAR-10 model
+    "bn_study": Verb("cnnlab.train.study"),  # hw-mish against hw-mish-bn under one recipe, and an lr sweep
     # methods attacked, how many of the report's photos (None: the attack's default photos),
     # options per method, and the extra ε (grey levels) of the price-of-robustness sweep
     "attack": Verb("cnnlab.attacks.run", ("methods", "images", "per_method", "sweep_eps")),
@@ -47,6 +48,7 @@ class Profile:
     featuremaps: Options = field(default_factory=dict)
     probe: Options = field(default_factory=dict)
     train: dict[str, Options] = field(default_factory=dict)  # per CIFAR-10 model
+    bn_study: Options = field(default_factory=dict)  # empty: the CIFAR-10 section runs no BatchNorm study
     attack: Options = field(default_factory=dict)
     synthetic: bool = False  # experiments on made-up data (the smoke test), never the shared data
 
@@ -113,6 +115,9 @@ PROFILES: dict[str, Profile] = {
         train={"hw-mish": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
                "hw-mish-bn": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
                "improved": {"recipe": {"epochs": 1, "batch_size": 16}, "limit_train": 32, "limit_test": 20}},
+        # the synthetic set has 100 training images: 20 of them validate; two epochs, two swept rates
+        bn_study={"epochs": 2, "sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 20, "limit_train": 100,
+                  "limit_test": 20},
         attack={"images": 1, "steps": 2, "methods": ("pgd",), "model_resolution": True},
         synthetic=True,
     ),
@@ -129,6 +134,8 @@ PROFILES: dict[str, Profile] = {
         train={"hw-mish": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
                "hw-mish-bn": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
                "improved": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000}},
+        # minutes, not a measurement: 1,500 of 2,000 images train, two epochs, two swept rates
+        bn_study={"epochs": 2, "sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 500, "limit_train": 2000},
         attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
     "full": Profile(
@@ -138,6 +145,8 @@ PROFILES: dict[str, Profile] = {
         featuremaps={"per_stage": 5, "select": "selective", "top_k": 8, "max_per_class": 0},  # all Pets + photos
         probe={},
         train={"hw-mish": {}, "hw-mish-bn": {}, "improved": {}},  # the models' own recipes
+        # hw-mish's recipe for 10 epochs on 45,000 images; the sweep spans 0.05 (hw-mish's lr) to 0.4
+        bn_study={"epochs": 10, "sweep_epochs": 3, "sweep_lrs": (0.05, 0.1, 0.2, 0.4), "val_split": 5000},
         attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
 }

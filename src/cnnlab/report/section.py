@@ -167,6 +167,7 @@ class ReportContext:
     force: bool = False  # rerun finished experiments
     common: dict[str, Any] = field(default_factory=dict)  # seed/deterministic/device/quiet for every experiment
     photo: Path | None = None  # the user's photo for the photo sections (None: see report.inputs.report_photo)
+    seeds: int = 1  # seeds per CIFAR-10 network: common["seed"], common["seed"] + 1, ...
 
     @property
     def work(self) -> Path:

@@ -50,6 +50,7 @@ class Config(RunOptions):
     limit_test: int | None = arg(None, "use only the first N test images (smoke runs)")
     precision: str = arg("auto", "as cnnlab train --precision", choices=("auto", "bf16", "fp32"))
     data_root: Path | None = arg(None, "folder holding cifar-10-batches-bin/ (default: as cnnlab train)")
+    verify_md5: bool = arg(True, "as cnnlab train --verify-md5 (off for your own files)")
 
     def __post_init__(self) -> None:
         if self.recipe_of not in MODELS:
@@ -78,6 +79,7 @@ def train_config(config: Config, model: str, recipe: Recipe, out: Path) -> Train
     """A ``cnnlab train`` config for ``model`` trained with ``recipe``."""
     return TrainConfig(model=model, recipe=recipe, val_split=config.val_split, limit_train=config.limit_train,
                        limit_test=config.limit_test, precision=config.precision, data_root=config.data_root,
+                       verify_md5=config.verify_md5,
                        seed=config.seed, deterministic=config.deterministic, device=config.device,
                        quiet=config.quiet, out=out)
 

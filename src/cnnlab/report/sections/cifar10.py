@@ -1,27 +1,58 @@
-"""Section: the three CIFAR-10 networks trained from scratch (``cnnlab train`` and ``cnnlab compare``)."""
+"""Section: the three CIFAR-10 networks trained from scratch (``cnnlab train``, ``cnnlab compare``)
+and the BatchNorm study (``cnnlab bn-study``).
+
+Each network trains with the report's seeds (``cnnlab report --seeds K``: seeds ``--seed`` ..
+``--seed + K - 1``, each a cached run); its table shows the single value for one seed, else the
+mean ± sample standard deviation over the seeds (:func:`cnnlab.train.seeds.summarize`). The
+BatchNorm study trains both hw-mish nets under one recipe and sweeps the learning rate;
+:func:`study_facts` turns its numbers into the statements the template words. Shown by
+``templates/sections/cifar10.html.j2``.
+"""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
 
-from cnnlab.report.section import HtmlSectionContext as Context, Section, esc
+from cnnlab.report.section import Num, SectionContext, SectionData, json_get
 from cnnlab.runs import read_json
 
 ID = "cifar10"
 TITLE = "CIFAR-10: three networks trained from scratch"
 SOURCES = ("cnnlab.models.cifar", "cnnlab.train.config", "cnnlab.train.loop", "cnnlab.train.state",
-           "cnnlab.train.experiment", "cnnlab.precision", "cnnlab.data.cifar10", "cnnlab.plots.training")
+           "cnnlab.train.experiment", "cnnlab.train.study", "cnnlab.precision", "cnnlab.data.cifar10",
+           "cnnlab.plots.training")
 MODELS = ("hw-mish", "hw-mish-bn", "improved")
+STUDY_MODELS = ("hw-mish", "hw-mish-bn")  # without and with BatchNorm
+
+
+@dataclass
+class Trained:
+    """One network's runs, one per seed, and their ``result.json`` contents."""
+
+    model: str
+    seeds: list[int]
+    dirs: list[Path]
+    srcs: list[Path]
+    data: list[dict[str, Any]]
+    N: Callable[..., Num]  # reads the first seed's result.json; keys "<model>.<key>"
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.data[0]
 
 
 def flip_words(recipe: dict) -> str:
-    """How a recipe mirrors the training images (``alternate_flip`` is absent from older runs)."""
+    """How a recipe mirrors the training images."""
     if not recipe["flip"]:
         return "no"
     return "alternating (each image in every other epoch)" if recipe.get("alternate_flip") else "random (p = 1/2)"
 
 
-def _data_options(ctx: Context) -> dict:
+def _data_options(ctx: SectionContext) -> dict:
     if ctx.profile.synthetic:
         from cnnlab.data.cifar10 import write_synthetic
 
@@ -33,123 +64,262 @@ def _data_options(ctx: Context) -> dict:
     return {"data_root": str(ctx.data_root)} if ctx.data_root is not None else {}
 
 
-def build(ctx: Context) -> Section:
+def _train(ctx: SectionContext, model: str, data_opts: dict, seeds: list[int]) -> Trained:
+    """``model`` trained once per seed (cached runs keyed on the resolved training config)."""
     import cnnlab.train as train
-    import cnnlab.train.compare as compare
     from cnnlab.train.config import run_key
-    from cnnlab.models import cifar
 
-    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
-    data_opts = _data_options(ctx)
-    runs, results, srcs = {}, {}, {}
-    for name in MODELS:
-        cfg = {"model": name, **ctx.profile.train.get(name, {}), **data_opts}
-        # The cache key holds the run key (resolved recipe and its version), so a changed default
-        # (epochs, lr, ...) trains anew.
-        key = {**cfg, "run_key": run_key(train.Config(**cfg))}
-        runs[name] = ctx.cached(f"train-{name}", key, lambda d, cfg=cfg: train.run(train.Config(
-            out=d, **cfg, **ctx.common)))
-        srcs[name] = runs[name] / "result.json"
-        results[name] = read_json(srcs[name])
-    cmp_cfg = {"runs": [ctx.rel(runs["hw-mish"]), ctx.rel(runs["hw-mish-bn"])], "metric": "train_loss"}
+    cfg = {"model": model, **ctx.profile.train.get(model, {}), **data_opts}
+    dirs = []
+    for seed in seeds:
+        opts = {**ctx.common, "seed": seed}
+        key = {**cfg, "run_key": run_key(train.Config(**cfg, **opts))}
+        dirs.append(ctx.cached(f"train-{model}", key, lambda d, opts=opts: train.run(train.Config(
+            out=d, **cfg, **opts))))
+    srcs = [d / "result.json" for d in dirs]
+    data = [read_json(s) for s in srcs]
+    return Trained(model, seeds, dirs, srcs, data, ctx.reader(srcs[0], data[0], prefix=f"{model}."))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of one number over seeds, as ``cnnlab train-seeds`` computes them."""
+    from cnnlab.train.seeds import METRICS, summarize
+
+    name = METRICS[0]
+    mean, std = summarize([SimpleNamespace(**{**dict.fromkeys(METRICS), name: v}) for v in values])
+    return mean[name], std[name]
+
+
+def _stat(ctx: SectionContext, t: Trained, key: str, path: list, spec: str) -> SectionData:
+    """One number of ``t`` over its seeds: ``mean`` (the value itself for one seed) and ``std`` (None for one)."""
+    if len(t.data) == 1:
+        return SectionData(mean=t.N(key, path, spec), std=None, value=json_get(t.first, path))
+    mean, std = mean_std([json_get(d, path) for d in t.data])
+    where = f"result.json {path} of the runs {', '.join(ctx.rel(d) for d in t.dirs)}"
+    return SectionData(mean=ctx.derived(f"{t.model}.{key}", mean, spec, f"mean of {where}"),
+                       std=ctx.derived(f"{t.model}.{key}_std", std, spec,
+                                       f"sample standard deviation (n - 1) of {where}"),
+                       value=mean)
+
+
+def _precise_bn(ctx: SectionContext, t: Trained) -> SectionData | None:
+    if not t.first.get("precise_bn"):
+        return None
+    return _stat(ctx, t, "acc_before_precise_bn", ["precise_bn", "test_accuracy_before"], ".2%")
+
+
+def _table(ctx: SectionContext, trained: dict[str, Trained]) -> list[SectionData]:
+    """The rows of the networks' table: ``kind`` says how the template shows the cells."""
+    ts = [trained[m] for m in MODELS]
+
+    def stat(label, key, path, spec):
+        return SectionData(label=label, kind="stat", cells=[_stat(ctx, t, key, path, spec) for t in ts])
+
+    def num(label, key, path, spec):
+        return SectionData(label=label, kind="num", cells=[t.N(key, path, spec) for t in ts])
+
+    def text(label, fn, kind="text"):
+        return SectionData(label=label, kind=kind, cells=[fn(t) for t in ts])
+
+    return [
+        stat("test accuracy", "acc", ["test_accuracy"], ".2%"),
+        stat("test accuracy without test-time augmentation", "acc_plain", ["test_accuracy_plain"], ".2%"),
+        num("parameters", "params", ["parameters"], "int"),
+        num("epochs", "epochs", ["epochs"], "int"),
+        num("batch size", "bs", ["recipe", "batch_size"], "int"),
+        num("peak learning rate", "lr", ["recipe", "lr"], "g"),
+        num("momentum", "mom", ["recipe", "momentum"], "g"),
+        num("weight decay", "wd", ["recipe", "weight_decay"], ".3g"),
+        num("label smoothing", "ls", ["recipe", "label_smoothing"], "g"),
+        num("augmentation: translate (px)", "tr", ["recipe", "translate"], "int"),
+        text("augmentation: flip", lambda t: flip_words(t.first["recipe"])),
+        text("test-time augmentation", lambda t: "mirror + 1-px shifts" if t.first["recipe"].get("tta") else "no"),
+        text("precise BatchNorm statistics after training", lambda t: _precise_bn(ctx, t), "precise_bn"),
+        text("optimizer", lambda t: t.first["optimizer"], "code"),
+        text("schedule", lambda t: t.first["recipe"].get("note", ""), "code"),
+        text("initialization", lambda t: t.first["init_scheme"], "code"),
+        stat("training time (s)", "train_s", ["train_seconds"], ".0f"),
+    ]
+
+
+def _own_recipes(ctx: SectionContext, trained: dict[str, Trained]) -> SectionData:
+    """hw-mish against hw-mish-bn, each under its own recipe (first seed): the loss curves and what differs."""
+    import cnnlab.train.compare as compare
+
+    a, b = trained["hw-mish"], trained["hw-mish-bn"]
+    cmp_cfg = {"runs": [ctx.rel(a.dirs[0]), ctx.rel(b.dirs[0])], "metric": "train_loss"}
     cmp_dir = ctx.cached("compare", cmp_cfg, lambda d: compare.run(compare.Config(
-        runs=[runs["hw-mish"], runs["hw-mish-bn"]], metric="train_loss", labels=["without BatchNorm", "with BatchNorm"],
+        runs=[a.dirs[0], b.dirs[0]], metric="train_loss", labels=["without BatchNorm", "with BatchNorm"],
         out=d, quiet=True)))
-
-    def N(model, key, path, spec, unit=""):
-        value = results[model]
-        for k in path:
-            value = value[k]
-        return ctx.num(f"{model}.{key}", value, spec, srcs[model], path, unit)
-
-    r0 = results["hw-mish"]
-    parts = [f"<p>Three networks from cnnlab's model registry, trained on CIFAR-10 "
-             f"({'a small synthetic CIFAR-format set in this smoke-test profile' if ctx.profile.synthetic else 'the official binary release'}"
-             ") with the settings below. Profile <b>", esc(ctx.profile.name), "</b>",
-             (": short runs, so the accuracies are far from what the full schedules reach."
-              if ctx.profile.name != "full" else ": each network's full training schedule."), "</p>"]
-    head = "".join(f"<th>{m}</th>" for m in MODELS)
-
-    def row(label, key, path, spec):
-        return f"<tr><th>{label}</th>" + "".join(f"<td>{N(m, key, path, spec)}</td>" for m in MODELS) + "</tr>"
-
-    def srow(label, fn):
-        return f"<tr><th>{label}</th>" + "".join(f"<td>{fn(m)}</td>" for m in MODELS) + "</tr>"
-
-    def precise_bn(m):
-        if not results[m].get("precise_bn"):
-            return "no"
-        return ("yes (plain test accuracy before: "
-                + N(m, "acc_before_precise_bn", ["precise_bn", "test_accuracy_before"], ".2%") + ")")
-
-    parts.append('<div class="table-wrap"><table><thead><tr><th></th>' + head + "</tr></thead><tbody>"
-                 + row("test accuracy", "acc", ["test_accuracy"], ".2%")
-                 + row("test accuracy without test-time augmentation", "acc_plain", ["test_accuracy_plain"], ".2%")
-                 + row("parameters", "params", ["parameters"], "int")
-                 + row("epochs", "epochs", ["epochs"], "int")
-                 + row("batch size", "bs", ["recipe", "batch_size"], "int")
-                 + row("peak learning rate", "lr", ["recipe", "lr"], "g")
-                 + row("momentum", "mom", ["recipe", "momentum"], "g")
-                 + row("weight decay", "wd", ["recipe", "weight_decay"], ".3g")
-                 + row("label smoothing", "ls", ["recipe", "label_smoothing"], "g")
-                 + row("augmentation: translate (px)", "tr", ["recipe", "translate"], "int")
-                 + srow("augmentation: flip", lambda m: flip_words(results[m]["recipe"]))
-                 + srow("test-time augmentation", lambda m: "mirror + 1-px shifts" if results[m]["recipe"].get("tta")
-                        else "no")
-                 + srow("precise BatchNorm statistics after training", precise_bn)
-                 + srow("optimizer", lambda m: f'<code>{esc(results[m]["optimizer"])}</code>')
-                 + srow("schedule", lambda m: f'<code>{esc(results[m]["recipe"].get("note", ""))}</code>')
-                 + srow("initialization", lambda m: f'<code>{esc(results[m]["init_scheme"])}</code>')
-                 + row("training time (s)", "train_s", ["train_seconds"], ".0f")
-                 + "</tbody></table></div>")
-
-    # --- BatchNorm or not: the loss per epoch, and what it says
-    h0, h1 = r0["history"], results["hw-mish-bn"]["history"]
+    h0, h1 = a.first["history"], b.first["history"]
     n = min(len(h0), len(h1))
     lower = sum(h1[i]["train_loss"] < h0[i]["train_loss"] for i in range(n))
-    parts.append(ctx.figure(cmp_dir / "compare.png", "Training loss per epoch of <code>hw-mish</code> without and "
-                            "with BatchNorm (<code>hw-mish-bn</code>), same axes."))
+    r0, r1 = a.first["recipe"], b.first["recipe"]
+    data = SectionData(figure=ctx.figure(cmp_dir / "compare.png"), epochs=n,
+                       differs=[k.replace("_", " ") for k in r0 if k != "note" and r0[k] != r1.get(k)])
     if n:
         last = n - 1
-        verdict = ("With BatchNorm the training loss is lower at every epoch" if lower == n else
-                   "With BatchNorm the training loss is lower at the last epoch" if h1[last]["train_loss"] < h0[last]["train_loss"] else
-                   "Here BatchNorm did <b>not</b> train faster: its training loss is not lower at the last epoch")
-        parts.append(f"<p>{verdict} (" + ctx.derived("bn_lower_epochs", lower, "int", "epochs where hw-mish-bn's train loss < hw-mish's")
-                     + " of " + ctx.derived("epochs_compared", n, "int", "epochs in both histories") + " epochs). After epoch "
-                     + N("hw-mish", "last_epoch", ["history", last, "epoch"], "int") + ": "
-                     + N("hw-mish-bn", "last_loss", ["history", last, "train_loss"], ".4f") + " with BatchNorm against "
-                     + N("hw-mish", "last_loss", ["history", last, "train_loss"], ".4f") + " without. The BatchNorm "
-                     "network also runs at a peak learning rate of " + N("hw-mish-bn", "lr2", ["recipe", "lr"], "g")
-                     + " against " + N("hw-mish", "lr2", ["recipe", "lr"], "g")
-                     + ": tolerating a larger step is part of what BatchNorm buys. Its convolutions have no bias "
-                     "(see the BatchNorm section).</p>")
-    for m in MODELS:
-        if (runs[m] / "loss.png").exists():
-            parts.append(ctx.figure(runs[m] / "loss.png", f"<code>{m}</code>: loss and accuracy per epoch."))
-    best = max(MODELS, key=lambda m: results[m]["test_accuracy"])
-    beats = all(results["improved"]["test_accuracy"] > results[m]["test_accuracy"] for m in MODELS[:2])
-    parts.append("<p>The best test accuracy is <code>" + esc(best) + "</code>'s. "
-                 + ("<code>improved</code> beats both specified networks."
-                    if beats else "<code>improved</code> does <b>not</b> beat both specified networks in this run.")
-                 + "</p>")
+        data.compared = ctx.derived("epochs_compared", n, "int", "epochs in both histories")
+        data.lower = ctx.derived("bn_lower_epochs", lower, "int", "epochs where hw-mish-bn's train loss < hw-mish's")
+        data.lower_always = lower == n
+        data.lower_at_end = h1[last]["train_loss"] < h0[last]["train_loss"]
+        data.last_epoch = a.N("last_epoch", ["history", last, "epoch"], "int")
+        data.bn_loss = b.N("last_loss", ["history", last, "train_loss"], ".4f")
+        data.plain_loss = a.N("last_loss", ["history", last, "train_loss"], ".4f")
+    return data
 
-    # --- filters
-    for m in MODELS:
-        if (runs[m] / "filters.png").exists():
-            parts.append(ctx.figure(runs[m] / "filters.png", f"<code>{m}</code>: the first-layer filters after training, "
-                                    "each contrast-stretched on its own (minimum over its three channels subtracted, "
-                                    "divided by its new maximum), enlarged with nearest-neighbour.", wide=m != "improved"))
 
-    # --- architecture and design choices, from the code's own documentation
-    parts.append("<h3>Architectures and design choices</h3>")
+def _figures(ctx: SectionContext, trained: dict[str, Trained], name: str) -> list[SectionData]:
+    """``name`` (loss.png, filters.png) of each network's first seed, where its run wrote one."""
+    return [SectionData(model=m, figure=ctx.figure(t.dirs[0] / name, wide=m != "improved"))
+            for m, t in trained.items() if (t.dirs[0] / name).exists()]
+
+
+def _architectures() -> list[SectionData]:
+    """Each network's design, from the code's own documentation, and its layers."""
+    from cnnlab.models import cifar
+
+    nets = []
     for m in MODELS:
         net = cifar.build(m)
-        doc = inspect.cleandoc(type(net).__doc__ or "")
-        builder_doc = inspect.cleandoc(cifar.MODELS.get(m).__doc__ or "")
-        parts.append(f"<h4><code>{m}</code></h4><p>{esc(builder_doc)}</p>")
-        if m != "hw-mish-bn":
-            parts.append(f'<pre class="doc">{esc(doc)}</pre>')
-        parts.append(f'<details><summary>layers</summary><pre class="config">{esc(str(net))}</pre></details>')
-    parts.append(ctx.provenance())
-    sec.html = "".join(parts)
-    return sec
+        nets.append(SectionData(model=m, summary=inspect.cleandoc(cifar.MODELS.get(m).__doc__ or ""),
+                                doc=inspect.cleandoc(type(net).__doc__ or "") if m != "hw-mish-bn" else None,
+                                layers=str(net)))
+    return nets
+
+
+def _seed_numbers(ctx: SectionContext, seeds: list[int]) -> dict[str, Num]:
+    """The first seed, and for several the number of seeds and the last one."""
+    nums = dict(first_seed=ctx.derived("first_seed", seeds[0], "int", "the report's --seed"))
+    if len(seeds) > 1:
+        nums.update(seeds=ctx.derived("seeds", len(seeds), "int", "seeds per network (cnnlab report --seeds)"),
+                    last_seed=ctx.derived("last_seed", seeds[-1], "int", "--seed + --seeds - 1"))
+    return nums
+
+
+def collect(ctx: SectionContext) -> SectionData:
+    data_opts = _data_options(ctx)
+    first = ctx.common.get("seed", 0)
+    seeds = list(range(first, first + ctx.report.seeds))
+    trained = {m: _train(ctx, m, data_opts, seeds) for m in MODELS}
+    table = _table(ctx, trained)
+    accuracy = {m: cell.value for m, cell in zip(MODELS, table[0].cells)}
+    return SectionData(
+        profile=ctx.profile.name, synthetic=ctx.profile.synthetic, full=ctx.profile.name == "full",
+        models=MODELS, table=table, n_seeds=len(seeds), **_seed_numbers(ctx, seeds),
+        own=_own_recipes(ctx, trained),
+        losses=_figures(ctx, trained, "loss.png"), filters=_figures(ctx, trained, "filters.png"),
+        best=max(MODELS, key=accuracy.get),
+        improved_beats=all(accuracy["improved"] > accuracy[m] for m in MODELS[:2]),
+        study=_study(ctx, data_opts), architectures=_architectures())
+
+
+# ---------------------------------------------------------------------- the BatchNorm study
+def study_facts(data: dict[str, Any]) -> dict[str, Any]:
+    """What ``study.json``'s numbers say, as flags and row indices the template words.
+
+    ``lower_*``: hw-mish-bn's training loss against hw-mish's under the shared recipe;
+    ``max_stable[m]`` / ``best[m]``: the index into ``sweep`` of the largest learning rate at which
+    ``m`` trained without diverging / of its best validation accuracy (None: every rate diverged).
+    """
+    h0, h1 = (data["same_recipe"][m]["history"] for m in STUDY_MODELS)
+    n = min(len(h0), len(h1))
+    lower = sum(h1[i]["train_loss"] < h0[i]["train_loss"] for i in range(n))
+    rows = list(enumerate(data["sweep"]))
+    max_stable, best = {}, {}
+    for m in STUDY_MODELS:
+        ok = [(i, r) for i, r in rows if r["model"] == m and not r["diverged"]]
+        max_stable[m] = max(ok, key=lambda ir: ir[1]["lr"])[0] if ok else None
+        best[m] = max(ok, key=lambda ir: ir[1]["val_accuracy"])[0] if ok else None
+    lr = {m: None if i is None else data["sweep"][i]["lr"] for m, i in max_stable.items()}
+    plain, bn = lr["hw-mish"], lr["hw-mish-bn"]
+    vals = [data["same_recipe"][m]["val_accuracy"] for m in STUDY_MODELS]
+    return dict(
+        epochs=n, lower=lower, lower_always=n > 0 and lower == n,
+        lower_at_end=n > 0 and h1[n - 1]["train_loss"] < h0[n - 1]["train_loss"],
+        loss_gap=h0[n - 1]["train_loss"] - h1[n - 1]["train_loss"] if n else None,
+        val_higher=None not in vals and vals[1] > vals[0],
+        max_stable=max_stable, best=best,
+        bn_larger_lr=bn is not None and (plain is None or bn > plain),
+        plain_larger_lr=plain is not None and (bn is None or plain > bn),
+        none_stable=plain is None and bn is None)
+
+
+def _study(ctx: SectionContext, data_opts: dict) -> SectionData | None:
+    """The profile's BatchNorm study (``cnnlab bn-study``) as a cached run; None when the profile has none."""
+    if not ctx.profile.bn_study:
+        return None
+    import cnnlab.train.study as study
+
+    cfg = {**ctx.profile.bn_study, **{k: data_opts[k] for k in ("data_root", "verify_md5", "precision")
+                                      if k in data_opts}}
+    run_dir = ctx.cached("bn-study", cfg, lambda d: study.run(study.Config(out=d, **cfg, **ctx.common)))
+    src = run_dir / "study.json"
+    data = read_json(src)
+    N = ctx.reader(src, data, prefix="study.")
+    facts = study_facts(data)
+    recipe = data["recipe"]
+    return SectionData(
+        recipe_of=data["recipe_of"], val_split=N("val_split", ["val_split"], "int"),
+        sweep_epochs=N("sweep_epochs", ["sweep_epochs"], "int"),
+        recipe=[SectionData(label=label, value=N(f"recipe.{key}", ["recipe", key], spec)) for label, key, spec in (
+            ("epochs", "epochs", "int"), ("batch size", "batch_size", "int"), ("peak learning rate", "lr", "g"),
+            ("momentum", "momentum", "g"), ("weight decay", "weight_decay", ".3g"),
+            ("label smoothing", "label_smoothing", "g"), ("warm-up (fraction of the steps)", "warmup", "g"),
+            ("augmentation: translate (px)", "translate", "int"))],
+        flip=flip_words(recipe), tta=bool(recipe.get("tta")), precise_bn=bool(recipe.get("precise_bn")),
+        curves=ctx.figure(run_dir / "curves.png"), curves_val=ctx.figure(run_dir / "curves_val.png"),
+        sweep_figure=ctx.figure(run_dir / "sweep.png"), facts=facts, **_same_recipe(ctx, N, data, facts),
+        sweep=_sweep_rows(N, data), **_sweep_facts(N, data, facts))
+
+
+def _same_recipe(ctx: SectionContext, N: Callable[..., Num], data: dict, facts: dict) -> dict[str, Any]:
+    """The shared-recipe runs' last training losses and validation accuracies, and their difference."""
+    n = facts["epochs"]
+    if not n:
+        return dict(last_epoch=None)
+    last = n - 1
+    nums = {}
+    for m, short in zip(STUDY_MODELS, ("plain", "bn")):
+        base = ["same_recipe", m]
+        nums[f"{short}_loss"] = N(f"{m}.last_loss", [*base, "history", last, "train_loss"], ".4f")
+        val = data["same_recipe"][m]["val_accuracy"]
+        nums[f"{short}_val"] = None if val is None else N(f"{m}.val_accuracy", [*base, "val_accuracy"], ".2%")
+    return dict(last_epoch=N("last_epoch", ["same_recipe", "hw-mish", "history", last, "epoch"], "int"),
+                compared=ctx.derived("study.epochs_compared", n, "int", "epochs in both shared-recipe histories"),
+                lower=ctx.derived("study.bn_lower_epochs", facts["lower"], "int",
+                                  "shared-recipe epochs where hw-mish-bn's train loss < hw-mish's"),
+                gap=ctx.derived("study.loss_gap", abs(facts["loss_gap"]), ".4f",
+                                "|hw-mish's - hw-mish-bn's train loss| at the last shared-recipe epoch"),
+                **nums)
+
+
+def _sweep_rows(N: Callable[..., Num], data: dict) -> list[SectionData]:
+    """The sweep table: one row per learning rate, one cell per net (validation accuracy, or why it diverged)."""
+    cells = {(r["lr"], r["model"]): (i, r) for i, r in enumerate(data["sweep"])}
+    rows = []
+    for lr in sorted({r["lr"] for r in data["sweep"]}):
+        row = SectionData(lr=None, cells=[])
+        for m in STUDY_MODELS:
+            if (lr, m) not in cells:
+                row.cells.append(None)
+                continue
+            i, r = cells[(lr, m)]
+            row.lr = row.lr or N(f"sweep{i}.lr", ["sweep", i, "lr"], "g")
+            row.cells.append(SectionData(diverged=r["diverged"], reason=r.get("reason", ""),
+                                         val=None if r["val_accuracy"] is None
+                                         else N(f"sweep{i}.val", ["sweep", i, "val_accuracy"], ".2%")))
+        rows.append(row)
+    return rows
+
+
+def _sweep_facts(N: Callable[..., Num], data: dict, facts: dict) -> dict[str, Any]:
+    """Per net: the largest rate that trained without diverging, and the rate of its best validation accuracy."""
+    per_net = []
+    for m in STUDY_MODELS:
+        i, j = facts["max_stable"][m], facts["best"][m]
+        per_net.append(SectionData(
+            model=m, max_lr=None if i is None else N(f"sweep{i}.lr", ["sweep", i, "lr"], "g"),
+            best_lr=None if j is None else N(f"sweep{j}.lr", ["sweep", j, "lr"], "g"),
+            best_val=None if j is None else N(f"sweep{j}.val", ["sweep", j, "val_accuracy"], ".2%")))
+    return dict(nets=per_net)
