@@ -43,8 +43,8 @@ class Config(RunOptions):
     sections: list[str] = arg(help="only these sections (default: all)", default_factory=list, metavar="SECTION")
     pdf: bool = arg(True, "print report.pdf with headless Chromium")
     force: bool = arg(False, "rerun every experiment even when a finished run with the same config exists")
-    seeds: int = arg(1, "train each CIFAR-10 network with seeds --seed .. --seed + K - 1; tables show mean ± "
-                        "standard deviation")
+    seeds: int = arg(1, "train each CIFAR-10 network this many times (seeds --seed, --seed + 1, ...); its table "
+                        "shows mean ± standard deviation")
 
     def __post_init__(self) -> None:
         check_profile(get_profile(self.profile))  # an option its verb does not have fails here

@@ -12,10 +12,11 @@ BatchNorm study trains both hw-mish nets under one recipe and sweeps the learnin
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from cnnlab.report.section import Num, SectionContext, SectionData, json_get
 from cnnlab.runs import read_json
