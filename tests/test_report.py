@@ -626,6 +626,8 @@ def test_adversarial_price_of_robustness_sweeps_eps(tmp_path, monkeypatch):
 
 def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
     """The report's cache must not reuse attacks made under older default targets or settings."""
+    from dataclasses import replace
+
     from cnnlab.attacks import targets
     from cnnlab.attacks.eot import EOT
     from cnnlab.report.profiles import Profile
@@ -640,7 +642,7 @@ def test_a_changed_attack_default_attacks_again(tmp_path, monkeypatch):
     monkeypatch.setitem(targets.BUILTINS, "camera", (source, truth, target + 1))
     build.make_section(adversarial, ReportContext(profile, tmp_path))
     assert attacked == ["pgd", "eot"] * 4  # a default photo's target changed: all attack again
-    monkeypatch.setattr(EOT, "default_robust_threshold", EOT.default_robust_threshold + 0.1)
+    monkeypatch.setattr(EOT, "default_options", replace(EOT.default_options, robust_threshold=0.95))
     build.make_section(adversarial, ReportContext(profile, tmp_path))
     assert attacked == ["pgd", "eot"] * 4 + ["eot"] * 2  # only EOT's own setting changed
 

@@ -1,16 +1,54 @@
 """Section: targeted adversarial examples and whether they survive image transforms
-(``cnnlab attack`` and ``cnnlab robustness``)."""
+(``cnnlab attack`` and ``cnnlab robustness``).
+
+Shown by ``templates/sections/adversarial.html.j2``. Each method's numbers are recorded as
+``<method>.<key>`` from its ``attack.json``; the robustness tables read ``robustness.json``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from cnnlab.report.inputs import report_photo
-from cnnlab.report.section import HtmlSectionContext as Context, Section, esc
+from cnnlab.report.section import SectionContext, SectionData
 from cnnlab.runs import read_json
 
 ID = "adversarial"
 TITLE = "Adversarial examples"
 SOURCES = ("cnnlab.attacks.base", "cnnlab.attacks.ascent", "cnnlab.attacks.pgd", "cnnlab.attacks.eot",
            "cnnlab.attacks.transforms", "cnnlab.attacks.run", "cnnlab.attacks.robustness")
+SWEPT = ("pgd", "eot")  # the methods attacked again per ε and with random targets
+BREAKS = {"flip": "mirroring moves every pixel of the noise to the other side of the image",
+          "crop": "the crop and its resize shift and rescale the noise against the pixel grid",
+          "rotate": "the rotation resamples the noise between pixels and blurs it",
+          "grayscale": "grayscale removes the colour part of the noise, the larger part of it"}
+
+
+@dataclass
+class AttackPlan:
+    """The profile's attack options: the methods, the photos (empty: the attack's default photos,
+    peppers and three built-in ones), the ε sweep in grey levels, and the options for ``cnnlab attack``."""
+
+    methods: list[str]
+    images: list[str]
+    sweep: tuple[float, ...]
+    options: dict[str, Any]
+    per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ctx: SectionContext) -> AttackPlan:
+        opts = dict(ctx.profile.attack)
+        n_images = opts.pop("images", None)
+        images = []
+        if n_images is not None:  # the smoke profile: the report's photo only
+            images = [str(report_photo(ctx.data_root, ctx.work, ctx.photo)[0])][:n_images]
+        return cls(methods=list(opts.pop("methods", ("pgd",))), images=images, sweep=tuple(opts.pop("sweep_eps", ())),
+                   per_method=opts.pop("per_method", {}), options=opts)
+
+    def swept(self) -> list[str]:
+        return [m for m in self.methods if m in SWEPT]
 
 
 def _identity(method: str, images: list[str]) -> dict:
@@ -25,216 +63,138 @@ def _identity(method: str, images: list[str]) -> dict:
     return {"defaults": defaults, "targets": default_targets() if not images else None}
 
 
-def build(ctx: Context) -> Section:
-    import cnnlab.attacks.robustness as robustness
+def _attack_run(ctx: SectionContext, plan: AttackPlan, method: str, name: str, **extra: Any) -> Path:
+    """The run folder of ``cnnlab attack`` with ``method`` on the plan's photos (``extra`` overrides options)."""
     import cnnlab.attacks.run as attack
 
-    sec = ctx.begin(Section(ID, TITLE, ""), SOURCES)
-    opts = dict(ctx.profile.attack)
-    methods = list(opts.pop("methods", ("pgd",)))
-    n_images = opts.pop("images", None)
-    per_method = opts.pop("per_method", {})
-    sweep = tuple(opts.pop("sweep_eps", ()))  # ε in grey levels for the price-of-robustness runs
-    images: list[str] = []  # empty: the attack's defaults (peppers and three built-in photos)
-    if n_images is not None:  # the smoke profile: the report's photo only
-        images = [str(report_photo(ctx.data_root, ctx.work, ctx.photo)[0])][:n_images]
-    runs, data, srcs = {}, {}, {}
-    for method in methods:
-        cfg = {"method": method, "images": images, **opts, **per_method.get(method, {})}
-        runs[method] = ctx.cached(f"attack-{method}", {**cfg, "identity": _identity(method, images)},
-                                  lambda d, cfg=cfg: attack.run(attack.Config(
-            out=d, **cfg, **ctx.common)))
-        srcs[method] = runs[method] / attack.RESULTS_FILE
-        data[method] = read_json(srcs[method])
-    rob_cfg = {"inputs": [ctx.rel(runs[m]) for m in methods]}
-    rob_dir = ctx.cached("robustness", rob_cfg, lambda d: robustness.run(robustness.Config(
-        inputs=[runs[m] for m in methods], out=d, **ctx.common)))
-    rob_src = rob_dir / "robustness.json"
-    rob = read_json(rob_src)
-
-    def attack_run(method: str, name: str, **extra) -> Path:
-        cfg = {"method": method, "images": images, **opts, **per_method.get(method, {}), **extra}
-        return ctx.cached(name, {**cfg, "identity": _identity(method, images)},
-                          lambda d, cfg=cfg: attack.run(attack.Config(out=d, **cfg, **ctx.common)))
-
-    first = data[methods[0]]
-    parts = [
-        "<p>A targeted attack changes a photo, within an L<sub>∞</sub> budget ε per pixel, until the network "
-        f"(<b>{esc(first['model'])}</b>) gives a chosen target class. The attack works on the photo at its own "
-        "resolution (the model's resize and crop are part of the differentiable pipeline); the result is quantized "
-        "to 8 bits and the saved PNG itself is re-checked. The classic rule is gradient ascent on the target's "
-        "probability,</p>",
-        ctx.tex(r"X' \leftarrow \operatorname{clip}_{[X-\varepsilon,\,X+\varepsilon]\cap[0,1]}"
-                r"\Big(X' + \lambda\,\frac{\partial P(y_{\text{fool}}\mid X')}{\partial X'}\Big),", display=True),
-        "<p>projected gradient descent (PGD) takes signed steps on the log-probability instead, and Expectation "
-        "over Transformation (EOT) ascends, at every step, a capped margin of the target under the plain image, "
-        "the four test transforms (flip, a centre crop to four fifths of the side, 30° rotation, grayscale) and jittered copies of them, so that "
-        "the result survives them.</p>",
-        "<p>The targets of the default photos were <b>chosen</b>: peppers → space shuttle is required, the other "
-        "three were picked by trial (<code>benchmarks/RESULTS.md</code>), which flatters any attack. "
-        "The numbers for targets drawn at random (a fixed seed, outside each photo's clean top-5) are shown "
-        "beside them below.</p>" if not images else "",
-    ]
-    for method in methods:
-        d, src = data[method], srcs[method]
-
-        def N(key, path, spec, method=method, d=d, src=src):
-            value = d
-            for k in path:
-                value = value[k]
-            return ctx.num(f"{method}.{key}", value, spec, src, path)
-
-        n_ok = sum(im["success"] for im in d["images"])
-        rows = "".join(
-            f"<tr><td>{esc(im['name'])}</td><td>{esc(im['clean_name'])} ({N(f'clean{i}', ['images', i, 'clean_prob'], '.1%')})</td>"
-            f"<td>{esc(im['target_name'])}</td><td>{esc(im['adv_name'])} ({N(f'adv{i}', ['images', i, 'adv_prob'], '.1%')})</td>"
-            f"<td>{N(f'pt{i}', ['images', i, 'p_target'], '.3f')}</td><td>{N(f'linf{i}', ['images', i, 'linf_grey'], 'int')}/255</td>"
-            f"<td>{N(f'psnr{i}', ['images', i, 'psnr'], '.1f')}</td><td>{N(f'ssim{i}', ['images', i, 'ssim'], '.4f')}</td>"
-            f"<td>{N(f'steps{i}', ['images', i, 'steps'], 'int')}</td><td>{N(f'sec{i}', ['images', i, 'seconds'], '.1f')}</td>"
-            f"<td>{'yes' if im['success'] else '<b>no</b>'}</td></tr>" for i, im in enumerate(d["images"]))
-        parts += [
-            f"<h3>{esc(method)}</h3><p>ε = ", N("eps_grey", ["eps_grey"], "g"), " grey levels (of 255), step budget ",
-            N("budget", ["steps_budget"], "int"), ", success when P(target) on the saved 8-bit image reaches ",
-            N("thr", ["threshold"], "g"), ". ",
-            ctx.derived(f"{method}.n_success", n_ok, "int", "images with success"), " of ",
-            ctx.derived(f"{method}.n_images", len(d["images"]), "int", "images attacked"), " images reached the target.</p>",
-            '<div class="table-wrap"><table><thead><tr><th>image</th><th>clean top-1</th><th>target</th>'
-            "<th>adversarial top-1</th><th>P(target)</th><th>L∞</th><th>PSNR (dB)</th><th>SSIM</th><th>steps</th>"
-            f"<th>seconds</th><th>success</th></tr></thead><tbody>{rows}</tbody></table></div>",
-            ctx.figure(runs[method] / d["figure"], f"{esc(method)}: original (class and probability), the noise "
-                       "(amplified ×" + N("amp", ["amplify"], ".0f") + " for display) and the adversarial image.", wide=True),
-        ]
-        for w in d.get("warnings", []):
-            parts.append(f'<p class="muted">Warning: {esc(w)}</p>')
-
-    # --- robustness
-    transforms = rob["transforms"][1:]  # the first is the untransformed image
-    parts.append("<h3>Do they survive image transforms?</h3>")
-    pages = rob.get("pages") or ["robustness.png"]
-    for k, page in enumerate(pages):
-        parts.append(ctx.figure(rob_dir / page, "Each adversarial image after a horizontal flip, a centre crop, a "
-                                "rotation and grayscale, titled with the new top-1 and its probability"
-                                + (f" (part {k + 1} of {len(pages)})." if len(pages) > 1 else "."), wide=True))
-    head = "".join(f"<th>{esc(t)}</th>" for t in transforms)
-    body = []
-    survived: dict[str, list[bool]] = {m: [] for m in methods}
-    for label, summary in rob["summary"].items():
-        cells = []
-        for t in transforms:
-            i = next(j for j, r in enumerate(rob["rows"]) if r["label"] == label and r["transform"] == t)
-            ok = rob["rows"][i]["target_survives"]
-            method = label.split(":")[0].split()[0]  # "eot 2/255: peppers" -> eot
-            survived.setdefault(method, []).append(ok)
-            cells.append(f"<td>{'✔' if ok else '✘'} " + ctx.num(f"pt.{label}.{t}", rob["rows"][i]["p_target"], ".2f",
-                                                                 rob_src, ["rows", i, "p_target"]) + "</td>")
-        body.append(f"<tr><td>{esc(label)}</td>{''.join(cells)}</tr>")
-    parts.append('<div class="table-wrap"><table><thead><tr><th>adversarial image</th>' + head + "</tr></thead><tbody>"
-                 + "".join(body) + "</tbody></table></div><p class=\"muted\">✔: the target is still the top-1 class "
-                 "after the transform; the number is P(target).</p>")
-    rates = {m: sum(v) / len(v) for m, v in survived.items() if v}
-    sentences = [f"<code>{esc(m)}</code> keeps the target in "
-                 + ctx.derived(f"survival.{m}", rate, ".0%", f"transformed {m} images whose top-1 is still the target")
-                 + " of the transformed images" for m, rate in rates.items()]
-    discussion = "; ".join(sentences) + "."
-    plain = [rates[m] for m in rates if m != "eot"]
-    if "eot" in rates and plain:
-        if rates["eot"] > max(plain):
-            discussion += (" EOT adversarials survive the transforms more often than the plain ones: the plain "
-                           "attacks find noise tuned to one exact view of the image, which a flip or a crop moves off "
-                           "the pixels it was tuned for, while EOT optimized the expected target probability over "
-                           "such transforms.")
-        else:
-            discussion += " Here EOT did <b>not</b> survive the transforms more often than the plain attacks."
-    parts.append(f"<p>{discussion} Adversarial noise of a few grey levels is invisible yet changes the decision: "
-                 "the network's decision boundaries lie very close to natural images in pixel space.</p>")
-    if sweep:
-        parts += _price_of_robustness(ctx, [m for m in methods if m in ("pgd", "eot")], sweep, opts, attack_run, runs)
-    if not images:
-        parts += _random_targets(ctx, [m for m in methods if m in ("pgd", "eot")], rob, attack_run)
-    parts.append(ctx.provenance())
-    sec.html = "".join(parts)
-    return sec
+    cfg = {"method": method, "images": plan.images, **plan.options, **plan.per_method.get(method, {}), **extra}
+    return ctx.cached(name, {**cfg, "identity": _identity(method, plan.images)},
+                      lambda d: attack.run(attack.Config(out=d, **cfg, **ctx.common)))
 
 
-def _robustness_run(ctx: Context, name: str, run_dirs: list) -> tuple[dict, Path]:
+def _robustness_run(ctx: SectionContext, name: str, run_dirs: list[Path]) -> tuple[dict, Path]:
+    """``cnnlab robustness`` on the attack runs ``run_dirs``: its results and their file."""
     import cnnlab.attacks.robustness as robustness
 
     out = ctx.cached(name, {"inputs": [ctx.rel(d) for d in run_dirs]}, lambda d: robustness.run(
         robustness.Config(inputs=list(run_dirs), out=d, **ctx.common)))
-    return read_json(out / "robustness.json"), out
+    return read_json(out / "robustness.json"), out / "robustness.json"
 
 
-def _price_of_robustness(ctx: Context, methods: list[str], sweep: tuple, opts: dict, attack_run, runs: dict) -> list[str]:
+def _method_of(label: str) -> str:
+    """The attack method of a robustness row's label ("eot 2/255: peppers" -> eot)."""
+    return label.split(":")[0].split()[0]
+
+
+def collect(ctx: SectionContext) -> SectionData:
+    import cnnlab.attacks.run as attack
+
+    plan = AttackPlan.of(ctx)
+    runs = {m: _attack_run(ctx, plan, m, f"attack-{m}") for m in plan.methods}
+    rob, rob_src = _robustness_run(ctx, "robustness", [runs[m] for m in plan.methods])
+    methods = [_method(ctx, m, runs[m], runs[m] / attack.RESULTS_FILE) for m in plan.methods]
+    return SectionData(
+        model=methods[0].model, chosen_targets=not plan.images, methods=methods,
+        robustness=_survival(ctx, plan.methods, rob, rob_src),
+        price=_price_of_robustness(ctx, plan, runs) if plan.sweep else None,
+        random=_random_targets(ctx, plan, rob) if not plan.images else None)
+
+
+def _method(ctx: SectionContext, method: str, run_dir: Path, src: Path) -> SectionData:
+    """One method's settings, its per-image table and its figure."""
+    d = read_json(src)
+    N = ctx.reader(src, d, prefix=f"{method}.")
+    rows = [SectionData(
+        name=im["name"], clean_name=im["clean_name"], target_name=im["target_name"], adv_name=im["adv_name"],
+        clean=N(f"clean{i}", ["images", i, "clean_prob"], ".1%"), adv=N(f"adv{i}", ["images", i, "adv_prob"], ".1%"),
+        p_target=N(f"pt{i}", ["images", i, "p_target"], ".3f"), linf=N(f"linf{i}", ["images", i, "linf_grey"], "int"),
+        psnr=N(f"psnr{i}", ["images", i, "psnr"], ".1f"), ssim=N(f"ssim{i}", ["images", i, "ssim"], ".4f"),
+        steps=N(f"steps{i}", ["images", i, "steps"], "int"), seconds=N(f"sec{i}", ["images", i, "seconds"], ".1f"),
+        success=im["success"]) for i, im in enumerate(d["images"])]
+    return SectionData(
+        name=method, model=d["model"], rows=rows, eps=N("eps_grey", ["eps_grey"], "g"),
+        budget=N("budget", ["steps_budget"], "int"), threshold=N("thr", ["threshold"], "g"),
+        n_success=ctx.derived(f"{method}.n_success", sum(im["success"] for im in d["images"]), "int",
+                              "images with success"),
+        n_images=ctx.derived(f"{method}.n_images", len(d["images"]), "int", "images attacked"),
+        amplify=N("amp", ["amplify"], ".0f"), figure=ctx.figure(run_dir / d["figure"], wide=True),
+        warnings=d.get("warnings", []))
+
+
+def _survival(ctx: SectionContext, methods: list[str], rob: dict, src: Path) -> SectionData:
+    """Whether each adversarial image keeps its target under each transform, and the share per method."""
+    R = ctx.reader(src, rob)
+    transforms = rob["transforms"][1:]  # the first is the untransformed image
+    pages = [ctx.figure(src.parent / page, wide=True) for page in rob.get("pages") or ["robustness.png"]]
+    rows, survived = [], {m: [] for m in methods}
+    for label in rob["summary"]:
+        cells = []
+        for t in transforms:
+            i = next(j for j, r in enumerate(rob["rows"]) if r["label"] == label and r["transform"] == t)
+            ok = rob["rows"][i]["target_survives"]
+            survived.setdefault(_method_of(label), []).append(ok)
+            cells.append(SectionData(survives=ok, p_target=R(f"pt.{label}.{t}", ["rows", i, "p_target"], ".2f")))
+        rows.append(SectionData(label=label, cells=cells))
+    rates = {m: sum(v) / len(v) for m, v in survived.items() if v}
+    plain = [rates[m] for m in rates if m != "eot"]
+    return SectionData(
+        transforms=transforms, pages=pages, rows=rows,
+        rates=[SectionData(method=m, rate=ctx.derived(f"survival.{m}", rate, ".0%",
+                                                      f"transformed {m} images whose top-1 is still the target"))
+               for m, rate in rates.items()],
+        eot_survives_more=rates["eot"] > max(plain) if "eot" in rates and plain else None)
+
+
+def _price_of_robustness(ctx: SectionContext, plan: AttackPlan, runs: dict[str, Path]) -> SectionData:
     """Survival under all four transforms against ε for pgd and eot: a plot, the smallest ε per
     photo, and which transform breaks the plain attack, from the numbers."""
-    main_eps = round(opts.get("eps", 2 / 255) * 255, 6)
-    dirs = [runs[m] if e == main_eps else attack_run(m, f"attack-{m}-eps{e:g}", eps=e / 255)
-            for m in methods for e in sweep]
-    rob, out = _robustness_run(ctx, "robustness-eps", dirs)
-    src = out / "robustness.json"
-    parts = ["<h3>The price of robustness</h3>"]
-    if rob.get("survival_figure"):
-        parts.append(ctx.figure(out / rob["survival_figure"], "Photos whose target is still top-1 after each of the "
-                                "four transforms, against the budget ε (grey levels of 255)."))
-    head = "".join(f"<th>{esc(m)}</th>" for m in rob["min_eps"])
+    main_eps = round(plan.options.get("eps", 2 / 255) * 255, 6)
+    dirs = [runs[m] if e == main_eps else _attack_run(ctx, plan, m, f"attack-{m}-eps{e:g}", eps=e / 255)
+            for m in plan.swept() for e in plan.sweep]
+    rob, src = _robustness_run(ctx, "robustness-eps", dirs)
+    R = ctx.reader(src, rob)
     photos = sorted({p for v in rob["min_eps"].values() for p in v})
-    body = "".join(f"<tr><td>{esc(p)}</td>" + "".join(
-        "<td>" + (ctx.num(f"mineps.{m}.{p}", v[p], "g", src, ["min_eps", m, p]) + "/255" if v.get(p) is not None
-                  else f"&gt; {max(sweep):g}/255") + "</td>" for m, v in rob["min_eps"].items()) + "</tr>" for p in photos)
-    parts.append('<div class="table-wrap"><table><thead><tr><th>photo: smallest ε surviving all four</th>' + head
-                 + f"</tr></thead><tbody>{body}</tbody></table></div>")
-    parts.append(f"<p>{_why_transforms_break(ctx, rob, src)}</p>")
-    return parts
+    rows = [SectionData(photo=p, cells=[R(f"mineps.{m}.{p}", ["min_eps", m, p], "g") if v.get(p) is not None else None
+                                        for m, v in rob["min_eps"].items()]) for p in photos]
+    figure = rob.get("survival_figure")
+    return SectionData(figure=ctx.figure(src.parent / figure) if figure else None, methods=list(rob["min_eps"]),
+                       rows=rows, largest=f"{max(plan.sweep):g}", why=_why_transforms_break(ctx, rob))
 
 
-def _why_transforms_break(ctx: Context, rob: dict, src: Path) -> str:
-    """Per method and transform, the share of images whose target survives, over every ε tried,
-    and the sentence that names the transforms the plain attack loses most often."""
+def _why_transforms_break(ctx: SectionContext, rob: dict) -> SectionData:
+    """Per method and transform, the share of images whose target survives, over every ε tried;
+    the transforms the plain attack loses most often, and those EOT keeps more often."""
     share: dict[str, dict[str, list[bool]]] = {}
     for r in rob["rows"]:
-        method = r["label"].split(":")[0].split()[0]
-        share.setdefault(method, {}).setdefault(r["transform"], []).append(bool(r["target_survives"]))
+        share.setdefault(_method_of(r["label"]), {}).setdefault(r["transform"], []).append(bool(r["target_survives"]))
     rates = {m: {t: sum(v) / len(v) for t, v in by.items() if t != rob["transforms"][0]} for m, by in share.items()}
-    text = []
-    for m, by in rates.items():
-        text.append(f"Over every ε, <code>{esc(m)}</code> keeps the target under " + ", ".join(
-            f"{esc(t)} in " + ctx.derived(f"survive.{m}.{t}", v, ".0%", f"{m} images over all ε surviving {t}")
-            for t, v in by.items()) + " of the images.")
+    survive = [SectionData(method=m, transforms=[
+        SectionData(name=t, rate=ctx.derived(f"survive.{m}.{t}", v, ".0%", f"{m} images over all ε surviving {t}"))
+        for t, v in by.items()]) for m, by in rates.items()]
+    worst, eot_better = [], []
     if "pgd" in rates:
-        order = sorted(rates["pgd"], key=rates["pgd"].get)
-        worst = [t for t in order if rates["pgd"][t] == rates["pgd"][order[0]]]
-        reasons = {"flip": "mirroring moves every pixel of the noise to the other side of the image",
-                   "crop": "the crop and its resize shift and rescale the noise against the pixel grid",
-                   "rotate": "the rotation resamples the noise between pixels and blurs it",
-                   "grayscale": "grayscale removes the colour part of the noise, the larger part of it"}
-        text.append("PGD's noise is tuned to one exact view of the photo; it breaks most often under "
-                    + " and ".join(esc(t) for t in worst) + ": " + "; ".join(reasons.get(t, "") for t in worst) + ".")
+        pgd = rates["pgd"]
+        order = sorted(pgd, key=pgd.get)
+        worst = [SectionData(name=t, reason=BREAKS.get(t, "")) for t in order if pgd[t] == pgd[order[0]]]
         if "eot" in rates:
-            better = [t for t in order if rates["eot"].get(t, 0) > rates["pgd"][t]]
-            if better:
-                text.append("EOT, which optimizes these views directly, keeps the target more often under "
-                            + ", ".join(esc(t) for t in better) + ".")
-    return " ".join(text)
+            eot_better = [t for t in order if rates["eot"].get(t, 0) > pgd[t]]
+    return SectionData(survive=survive, pgd_worst=worst, eot_better=eot_better)
 
 
-def _random_targets(ctx: Context, methods: list[str], rob: dict, attack_run) -> list[str]:
+def _random_targets(ctx: SectionContext, plan: AttackPlan, rob: dict) -> SectionData:
     """The default photos again with targets drawn at random by the seed, beside the chosen ones."""
-    dirs = [attack_run(m, f"attack-{m}-random", target=["random"]) for m in methods]
-    rob_rand, out = _robustness_run(ctx, "robustness-random", dirs)
-    src = out / "robustness.json"
+    dirs = [_attack_run(ctx, plan, m, f"attack-{m}-random", target=["random"]) for m in plan.swept()]
+    rob_rand, src = _robustness_run(ctx, "robustness-random", dirs)
     rows = []
     for label, s in rob_rand["summary"].items():
-        method, photo = label.split(":")[0].split()[0], label.split(":", 1)[1].strip()
+        method, photo = _method_of(label), label.split(":", 1)[1].strip()
+        chosen = {lab.split(":", 1)[1].strip(): v["all_four"] for lab, v in rob["summary"].items()
+                  if _method_of(lab) == method}
         row = next(r for r in rob_rand["rows"] if r["label"] == label)
-        mine = {lab.split(":", 1)[1].strip(): v["all_four"] for lab, v in rob["summary"].items()
-                if lab.split(":")[0].split()[0] == method}
-        rows.append(f"<tr><td>{esc(method)}</td><td>{esc(photo)}</td><td>{'✔' if mine.get(photo) else '✘'}</td>"
-                    f"<td>{esc(row['target_name'])}</td><td>{'✔' if s['all_four'] else '✘'}</td></tr>")
-    return ["<h3>Chosen and random targets</h3>",
-            '<div class="table-wrap"><table><thead><tr><th>method</th><th>photo</th><th>chosen target: survives all '
-            "four</th><th>random target</th><th>random target: survives all four</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table></div>",
-            "<p>" + ctx.derived("random.n_all_four", sum(bool(s["all_four"]) for s in rob_rand["summary"].values()), "int",
-                        "random-target adversarials surviving all four transforms")
-            + " of " + ctx.derived("random.n", len(rob_rand["summary"]), "int", "random-target adversarials")
-            + f' random-target adversarials survive all four transforms (<code>{esc(ctx.rel(src))}</code>).</p>']
+        rows.append(SectionData(method=method, photo=photo, chosen_survives=bool(chosen.get(photo)),
+                                target_name=row["target_name"], random_survives=bool(s["all_four"])))
+    return SectionData(
+        rows=rows, source=ctx.rel(src),
+        n_all_four=ctx.derived("random.n_all_four", sum(bool(s["all_four"]) for s in rob_rand["summary"].values()),
+                               "int", "random-target adversarials surviving all four transforms"),
+        n=ctx.derived("random.n", len(rob_rand["summary"]), "int", "random-target adversarials"))
