@@ -7,7 +7,7 @@ Shown by ``templates/sections/adversarial.html.j2``. Each method's numbers are r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,15 @@ class AttackPlan:
         return [m for m in self.methods if m in SWEPT]
 
 
-def _identity(method: str, images: list[str]) -> dict:
-    """What else decides an attack's result: the method's defaults (steps, step size, EOT's
-    stopping rule...) and, for the default photos, their targets. In the cache key, so a changed
-    default attacks anew instead of reusing an old run."""
+def _attack_defaults(method: str, images: list[str]) -> dict[str, Any]:
+    """What decides an attack's result besides its config: the method's default options (steps,
+    step size, EOT's stopping rule...) and, for the default photos, their targets. Part of the
+    cache key, so a changed default attacks anew instead of reusing an old run."""
     from cnnlab.attacks import ATTACKS
     from cnnlab.attacks.targets import default_targets
 
-    cls = ATTACKS.get(method)
-    defaults = {k: getattr(cls, k) for k in dir(cls) if k.startswith("default_")}
-    return {"defaults": defaults, "targets": default_targets() if not images else None}
+    return {"options": asdict(ATTACKS.get(method).default_options),
+            "targets": default_targets() if not images else None}
 
 
 def _attack_run(ctx: SectionContext, plan: AttackPlan, method: str, name: str, **extra: Any) -> Path:
@@ -68,7 +67,7 @@ def _attack_run(ctx: SectionContext, plan: AttackPlan, method: str, name: str, *
     import cnnlab.attacks.run as attack
 
     cfg = {"method": method, "images": plan.images, **plan.options, **plan.per_method.get(method, {}), **extra}
-    return ctx.cached(name, {**cfg, "identity": _identity(method, plan.images)},
+    return ctx.cached(name, {**cfg, "defaults": _attack_defaults(method, plan.images)},
                       lambda d: attack.run(attack.Config(out=d, **cfg, **ctx.common)))
 
 
