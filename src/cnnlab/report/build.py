@@ -25,8 +25,7 @@ from pathlib import Path
 from cnnlab import __version__
 from cnnlab.options import RunOptions, arg
 from cnnlab.report.profiles import PROFILES, check_profile, get_profile
-from cnnlab.report.section import (TEMPLATES, HtmlSectionContext, ReportContext, Section, SectionContext,
-                                  SectionData, templates)
+from cnnlab.report.section import TEMPLATES, ReportContext, Section, SectionContext, SectionData, templates
 from cnnlab.runs import git_commit, runs_root, seed_everything, write_json, write_run_metadata, write_text
 
 log = logging.getLogger(__name__)
@@ -80,30 +79,21 @@ def default_out(profile: str) -> Path:
     return runs_root() / "report" / profile
 
 
-def section_context(module, report: ReportContext) -> SectionContext:
-    """The context for ``module``: records as :class:`~cnnlab.report.section.Num` and
-    :class:`~cnnlab.report.section.Figure` for a ``collect`` section, as HTML for a ``build`` one."""
-    return (SectionContext if hasattr(module, "collect") else HtmlSectionContext).of(report, module)
-
-
 def fill_section(module, ctx: SectionContext) -> Section:
-    """Run ``module``'s experiments and write its HTML into ``ctx.section``."""
-    if hasattr(module, "collect"):
-        ctx.section.html = ctx.render(module.collect(ctx))
-    else:
-        module.build(ctx)
+    """Run ``module``'s experiments (its ``collect``) and write its template's HTML into ``ctx.section``."""
+    ctx.section.html = ctx.render(module.collect(ctx))
     return ctx.section
 
 
 def make_section(module, report: ReportContext) -> Section:
     """One section, built; a failure propagates."""
-    return fill_section(module, section_context(module, report))
+    return fill_section(module, SectionContext.of(report, module))
 
 
 def build_section(module, report: ReportContext) -> Section:
     """Run one section; a missing experiment module or a failure becomes a visible notice."""
     t0 = time.perf_counter()
-    ctx = section_context(module, report)
+    ctx = SectionContext.of(report, module)
     sec = ctx.section
     try:
         fill_section(module, ctx)

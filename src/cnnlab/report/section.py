@@ -284,27 +284,3 @@ class SectionContext:
         name = template or f"sections/{self.section.id}.html.j2"
         return templates().get_template(name).render(vars(data), section=self.section)
 
-
-class HtmlSectionContext(SectionContext):
-    """The context of a section written as ``build(ctx) -> Section`` that assembles its HTML
-    itself: the same records, each returned as HTML text."""
-
-    def begin(self, sec: Section | None = None, sources: Sequence[str] = ()) -> Section:
-        """The section being built (its id, title and sources come from its module)."""
-        return self.section
-
-    def num(self, key: str, value: Any, spec: str, source: Path, path: Sequence[Any], unit: str = "") -> str:
-        return str(num_html(super().num(key, value, spec, source, path, unit)))
-
-    def derived(self, key: str, value: Any, spec: str, formula: str, unit: str = "") -> str:
-        return str(num_html(super().derived(key, value, spec, formula, unit)))
-
-    def figure(self, src: Path, caption: str, alt: str | None = None, wide: bool = False) -> str:
-        return str(figure_html(super().figure(src, wide), caption, alt))
-
-    def provenance(self) -> str:
-        return str(provenance_html(self.section.runs))
-
-    @staticmethod
-    def tex(src: str, display: bool = False) -> str:
-        return tex(src, display)
