@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "data": ("cnnlab.data.fetch", "download and verify data sets (cnnlab data fetch cifar10)"),
     "train": ("cnnlab.train", "train a CIFAR-10 network (hw-mish, hw-mish-bn, improved) with figures"),
     "train-seeds": ("cnnlab.train.seeds", "train one recipe with K seeds: mean ± standard deviation"),
+    "bn-study": ("cnnlab.train.study", "hw-mish vs hw-mish-bn under one recipe, and a learning-rate sweep"),
     "compare": ("cnnlab.train.compare", "plot a metric of several training runs on the same axes"),
     "probe": ("cnnlab.probe.run", "linear probe: pretrained CNN features + logistic regression (Oxford-IIIT Pet, image folders)"),
     "batchnorm": ("cnnlab.batchnorm", "show numerically why layers followed by BatchNorm need no bias"),
