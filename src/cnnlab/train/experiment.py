@@ -304,7 +304,8 @@ def finish(t: Training) -> Result:
     final_acc = t.evaluate(t.test, tta=True)[1] if recipe.tta else plain_acc
     val_scores = {}
     if t.val is not None:
-        plain_val = t.evaluate(t.val)[1]
+        # the last epoch measured these weights already, unless precise BN has changed their statistics since
+        plain_val = t.evaluate(t.val)[1] if bn_note or not state.history else state.history[-1]["val_accuracy"]
         val_scores = dict(val_images=len(t.val), val_accuracy_plain=plain_val,
                           val_accuracy=t.evaluate(t.val, tta=True)[1] if recipe.tta else plain_val)
     model = state.model

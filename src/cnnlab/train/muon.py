@@ -25,13 +25,13 @@ class FilterMuon:
     """Muon on the 4-D trainable parameters, SGD on the rest; ``param_groups`` lists both (SGD's first)."""
 
     def __init__(self, filters: Iterable[nn.Parameter], sgd: torch.optim.SGD, *, lr: float, momentum: float,
-                 lr_scale: float, normalize: bool, weight_decay: float = 0.0) -> None:
+                 lr_scale: float, normalize: bool) -> None:
         self.filters = [p for p in filters]
         self.matrices = [torch.zeros(p.shape[0], p[0].numel(), device=p.device, requires_grad=True)
                          for p in self.filters]
         self.sgd, self.normalize = sgd, normalize
-        self.muon = torch.optim.Muon(self.matrices, lr=lr, momentum=momentum, nesterov=momentum > 0,
-                                     weight_decay=weight_decay)
+        # no decoupled decay (torch.optim.Muon defaults to 0.1): the weights are renormalized or left alone
+        self.muon = torch.optim.Muon(self.matrices, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=0.0)
         for group in self.muon.param_groups:
             group["lr_scale"] = lr_scale  # the schedule sets lr = peak SGD lr x factor x lr_scale
 
