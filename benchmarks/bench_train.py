@@ -10,6 +10,9 @@ Sides (``--sides``, any subset containing ``plain``):
                          augmentation) in ``--precision`` (auto: bf16 autocast on AVX512-BF16 CPUs)
   cnnlab-fp32            the same engine in fp32
   cnnlab-default-malloc  cnnlab without its malloc setting (cnnlab.train.heap)
+  cnnlab-previous        cnnlab with the model's recipe before Muon (PREVIOUS below: Nesterov SGD for
+                         every parameter, and its old batch size and lookahead), to check that the
+                         validation-chosen recipes cost no more per epoch
 
 The sides take turns in rounds (the order rotating every round), each round of each side in a
 fresh process (a warm-up epoch, then a timed one), so load on the machine hits them all alike.
@@ -36,7 +39,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
-SIDES = ("plain", "plain-bf16", "cnnlab", "cnnlab-fp32", "cnnlab-default-malloc")
+SIDES = ("plain", "plain-bf16", "cnnlab", "cnnlab-fp32", "cnnlab-default-malloc", "cnnlab-previous")
+# What changed in each model's recipe when Muon became its optimizer (benchmarks/RESULTS.md)
+PREVIOUS = {"hw-mish": dict(optimizer="sgd", lookahead=False),
+            "hw-mish-bn": dict(optimizer="sgd"),
+            "improved": dict(optimizer="sgd", batch_size=1024, lookahead=True)}
 DEFAULT_SIDES = "plain,plain-bf16,cnnlab,cnnlab-fp32"
 
 
@@ -107,7 +114,8 @@ def measure(args: argparse.Namespace) -> dict:
     else:
         if args.side != "cnnlab-default-malloc":  # the ablation keeps glibc's default malloc
             heap.keep_freed_memory()  # as cnnlab train does on the CPU (--tune-heap)
-        recipe = Config.from_flat(model=args.model, batch_size=args.batch_size, lr=0.01, epochs=4).recipe
+        changes = PREVIOUS[args.model] if args.side == "cnnlab-previous" else {}
+        recipe = Config.from_flat(model=args.model, lr=0.01, epochs=4, **{"batch_size": args.batch_size, **changes}).recipe
         model = build(args.model)
         precision = for_training("fp32" if args.side == "cnnlab-fp32" else args.precision, args.model, "cpu")
         if precision.channels_last:  # as cnnlab.train.experiment does

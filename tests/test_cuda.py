@@ -19,7 +19,7 @@ from cnnlab.data.folders import load_image_folder
 from cnnlab.images import load_image, pil_to_tensor
 from cnnlab.models.pretrained import load_pretrained
 from cnnlab.probe.extract import extract_features
-from cnnlab.train import Config, checkpoint, run
+from cnnlab.train import RECIPES, Config, checkpoint, run
 
 DEVICE = os.environ.get("CNNLAB_TEST_DEVICE", "cuda")
 SHUTTLE = 812
@@ -58,8 +58,10 @@ def test_a_run_started_on_the_cpu_resumes_on_the_device(syn_root, tmp_path, monk
 
 @pytest.mark.parametrize("model", ["hw-mish", "improved"])
 def test_auto_precision_trains_on_the_device(syn_root, tmp_path, model):
-    # on CUDA "auto" is bf16 autocast + channels_last; improved adds its whitening init and lookahead
-    result = run(tiny(syn_root, tmp_path / model, DEVICE, model=model, epochs=4, precision="auto", lr=None))
+    # on CUDA "auto" is bf16 autocast + channels_last; each model trains with its own recipe's lr and
+    # optimizer (Muon for the filters), improved with its whitening init
+    result = run(tiny(syn_root, tmp_path / model, DEVICE, model=model, epochs=4, precision="auto",
+                      lr=RECIPES[model].lr))
     if DEVICE.startswith("cuda"):
         assert result.precision == {"bf16": True, "channels_last": True}
     losses = [h["train_loss"] for h in result.history]

@@ -142,17 +142,18 @@ def test_nan_loss_stops_with_a_clear_message(syn_root, tmp_path):
 
 def test_precision_auto_and_recipe_defaults():
     r = Config(model="improved").recipe
-    assert (r.epochs, r.batch_size, r.tta, r.lookahead, r.alternate_flip) == (11, 1024, True, True, True)
+    assert (r.epochs, r.batch_size, r.tta, r.lookahead, r.alternate_flip) == (8, 2000, True, False, True)
+    assert {r.optimizer for r in train_config.RECIPES.values()} == {"muon"}
     assert not Config.from_flat(model="improved", alternate_flip=False).recipe.alternate_flip
     assert Config(model="hw-mish-bn").recipe.precise_bn and not Config(model="hw-mish").recipe.precise_bn
     assert not Config(model="hw-mish-bn", recipe={"precise_bn": False}).recipe.precise_bn
     assert Config.from_flat(model="hw-mish", lr=0.3).recipe.lr == 0.3
-    assert Config(model="hw-mish", recipe=train_config.RECIPES["improved"]).recipe.batch_size == 1024
+    assert Config(model="hw-mish", recipe=train_config.RECIPES["improved"]).recipe.batch_size == 2000
     assert precision.for_training("fp32", "hw-mish", "cpu") == Precision(False, False)
     with pytest.raises(ValueError):
         Config.from_flat(model="hw-mish", epochs=0)
     with pytest.raises(ValueError, match="muon-lr"):
-        Config.from_flat(model="hw-mish", optimizer="muon")
+        Config.from_flat(model="hw-mish", optimizer="muon", muon_lr=0)
     with pytest.raises(TypeError):
         Config.from_flat(model="hw-mish", epoch=3)  # a misspelt option is an error, not ignored
 
@@ -175,7 +176,7 @@ def test_run_key_counts_resolved_hyper_parameters():
     from cnnlab.train.config import run_key
 
     default = run_key(Config(model="improved"))
-    assert run_key(Config.from_flat(model="improved", epochs=11, lr=1.5)) == default  # the defaults, given explicitly
+    assert run_key(Config.from_flat(model="improved", epochs=8, lr=1.5)) == default  # the defaults, given explicitly
     assert run_key(Config.from_flat(model="improved", epochs=10)) != default
     assert run_key(Config(model="improved", seed=1)) != default
     assert run_key(Config(model="improved", out=Path("elsewhere"), threads=1, tune_heap=False)) == default
@@ -216,12 +217,16 @@ def test_a_folder_with_another_recipe_version_is_not_reused(syn_root, tmp_path, 
 
 
 def test_lr_schedule_warms_up_then_decays():
-    r = Config(model="improved").recipe
+    r = Config.from_flat(model="improved", warmup=0.23, lr_start=0.2, lr_end=0.07).recipe
     f = [loop.lr_factor(s, 100, r) for s in range(100)]
     assert f[0] == pytest.approx(r.lr_start) and max(f) == pytest.approx(1.0)
     peak = f.index(max(f))
     assert peak == 23 and all(a <= b for a, b in zip(f[:peak], f[1:peak + 1]))
     assert all(a >= b for a, b in zip(f[peak:], f[peak + 1:])) and f[-1] > r.lr_end
+    # improved's default: no warm-up, straight from the peak down to lr_end = 0
+    d = Config(model="improved").recipe
+    g = [loop.lr_factor(s, 100, d) for s in range(100)]
+    assert g[0] == 1.0 and all(a > b for a, b in zip(g, g[1:])) and 0 < g[-1] <= 0.01
 
 
 def test_filter_grid_is_4x16_and_each_filter_in_unit_range():

@@ -36,3 +36,16 @@ def test_the_study_trains_each_model_with_the_shared_recipe(tmp_path):
     recipe = study.shared_recipe(study.Config(epochs=3))
     for model in study.MODELS:
         assert study.train_config(study.Config(epochs=3), model, recipe, tmp_path).recipe == recipe
+
+
+def test_the_sweep_scales_muons_learning_rate_with_the_peak_rate():
+    from dataclasses import replace
+
+    from cnnlab.train.study import at_lr
+
+    muon = replace(RECIPES["hw-mish"], optimizer="muon", lr=0.05, muon_lr=0.1)
+    swept = at_lr(muon, 0.2)  # four times the peak rate: the filters' steps grow four times too
+    assert (swept.lr, swept.muon_lr) == pytest.approx((0.2, 0.4))
+    assert replace(swept, lr=muon.lr, muon_lr=muon.muon_lr) == muon  # nothing else changes
+    sgd = at_lr(replace(muon, optimizer="sgd"), 0.2)
+    assert (sgd.lr, sgd.muon_lr) == pytest.approx((0.2, 0.1))  # Muon's lr is unused and kept

@@ -22,7 +22,7 @@ def _data() -> Split:
 
 def _fresh_state(model_seed: int, **recipe) -> TrainState:
     # improved: lookahead, alternating flip, a frozen whitening bias after 1 epoch, BatchNorm bias groups
-    changes = dict(epochs=3, batch_size=8, whiten_bias_epochs=1, **recipe)
+    changes = dict(epochs=3, batch_size=8, whiten_bias_epochs=1, lookahead=True, **recipe)
     torch.manual_seed(model_seed)
     return TrainState.create(build("improved"), Config(model="improved", recipe=changes).recipe, seed=0, images=32)
 
@@ -30,7 +30,7 @@ def _fresh_state(model_seed: int, **recipe) -> TrainState:
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_a_saved_state_continues_like_the_uninterrupted_one(tmp_path, optimizer):
     data, ctx = _data(), Context()
-    recipe = dict(optimizer="muon", muon_lr=0.05, muon_momentum=0.9) if optimizer == "muon" else {}
+    recipe = dict(optimizer="muon", muon_lr=0.05, muon_momentum=0.9) if optimizer == "muon" else dict(optimizer="sgd")
     first = _fresh_state(0, **recipe)
     train_epoch(first, data, ctx=ctx, precision=FP32)
     first.history.append({"epoch": 1, "train_loss": 2.0})

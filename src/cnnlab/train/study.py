@@ -90,15 +90,22 @@ def _summary(result: experiment.Result) -> dict[str, Any]:
                 train_seconds=result.train_seconds)
 
 
+def at_lr(recipe: Recipe, lr: float) -> Recipe:
+    """``recipe`` with peak learning rate ``lr``; with Muon, Muon's lr keeps its ratio to it, so the
+    sweep scales every step, the filters' too."""
+    muon_lr = recipe.muon_lr * lr / recipe.lr if recipe.optimizer == "muon" else recipe.muon_lr
+    return dataclasses.replace(recipe, lr=lr, muon_lr=muon_lr)
+
+
 def sweep_run(config: Config, model: str, recipe: Recipe, out: Path) -> dict[str, Any]:
     """One sweep point; divergence is a result, not an error."""
     try:
         result = experiment.run(train_config(config, model, recipe, out))
     except TrainingDiverged as exc:
         log.info("%s at lr %g diverged: %s", model, recipe.lr, exc)
-        return dict(model=model, lr=recipe.lr, diverged=True, reason="loss became NaN/inf", val_accuracy=None,
-                    train_loss=None, run_dir=str(out))
-    row = dict(model=model, lr=recipe.lr, **_summary(result))
+        return dict(model=model, lr=recipe.lr, muon_lr=recipe.muon_lr, diverged=True, reason="loss became NaN/inf",
+                    val_accuracy=None, train_loss=None, run_dir=str(out))
+    row = dict(model=model, lr=recipe.lr, muon_lr=recipe.muon_lr, **_summary(result))
     del row["history"]
     row["diverged"] = row["val_accuracy"] <= CHANCE
     row["reason"] = "chance-level validation accuracy" if row["diverged"] else ""
@@ -110,7 +117,7 @@ def run(config: Config) -> Result:
     recipe = shared_recipe(config)
     same = {m: _summary(experiment.run(train_config(config, m, recipe, out / f"same-{m}"))) for m in MODELS}
     short = dataclasses.replace(recipe, epochs=config.sweep_epochs)
-    sweep = [sweep_run(config, m, dataclasses.replace(short, lr=lr), out / f"sweep-{m}-lr{lr:g}")
+    sweep = [sweep_run(config, m, at_lr(short, lr), out / f"sweep-{m}-lr{lr:g}")
              for lr in config.sweep_lrs for m in MODELS]
     result = Result(out=out, recipe=dataclasses.asdict(recipe), same_recipe=same, sweep=sweep)
     write_json(out / "study.json", dict(recipe_of=config.recipe_of, recipe=result.recipe, same_recipe=same,

@@ -246,6 +246,16 @@ def study_facts(data: dict[str, Any]) -> dict[str, Any]:
         none_stable=plain is None and bn is None)
 
 
+# (label, recipe key, format) of the study's recipe table; the Muon rows when the recipe uses Muon
+STUDY_RECIPE_ROWS = (
+    ("epochs", "epochs", "int"), ("batch size", "batch_size", "int"), ("peak learning rate", "lr", "g"),
+    ("momentum", "momentum", "g"), ("weight decay", "weight_decay", ".3g"),
+    ("label smoothing", "label_smoothing", "g"), ("warm-up (fraction of the steps)", "warmup", "g"),
+    ("augmentation: translate (px)", "translate", "int"))
+STUDY_MUON_ROWS = (("Muon's peak learning rate (conv filters; the rest takes SGD)", "muon_lr", "g"),
+                   ("Muon's momentum", "muon_momentum", "g"))
+
+
 def _study(ctx: SectionContext, data_opts: dict) -> SectionData | None:
     """The profile's BatchNorm study (``cnnlab bn-study``) as a cached run; None when the profile has none."""
     if not ctx.profile.bn_study:
@@ -260,14 +270,13 @@ def _study(ctx: SectionContext, data_opts: dict) -> SectionData | None:
     N = ctx.reader(src, data, prefix="study.")
     facts = study_facts(data)
     recipe = data["recipe"]
+    muon = recipe.get("optimizer") == "muon"
+    rows = STUDY_RECIPE_ROWS + (STUDY_MUON_ROWS if muon else ())
     return SectionData(
-        recipe_of=data["recipe_of"], val_split=N("val_split", ["val_split"], "int"),
+        recipe_of=data["recipe_of"], val_split=N("val_split", ["val_split"], "int"), muon=muon,
+        lookahead=bool(recipe.get("lookahead")),
         sweep_epochs=N("sweep_epochs", ["sweep_epochs"], "int"),
-        recipe=[SectionData(label=label, value=N(f"recipe.{key}", ["recipe", key], spec)) for label, key, spec in (
-            ("epochs", "epochs", "int"), ("batch size", "batch_size", "int"), ("peak learning rate", "lr", "g"),
-            ("momentum", "momentum", "g"), ("weight decay", "weight_decay", ".3g"),
-            ("label smoothing", "label_smoothing", "g"), ("warm-up (fraction of the steps)", "warmup", "g"),
-            ("augmentation: translate (px)", "translate", "int"))],
+        recipe=[SectionData(label=label, value=N(f"recipe.{key}", ["recipe", key], spec)) for label, key, spec in rows],
         flip=flip_words(recipe), tta=bool(recipe.get("tta")), precise_bn=bool(recipe.get("precise_bn")),
         curves=ctx.figure(run_dir / "curves.png"), curves_val=ctx.figure(run_dir / "curves_val.png"),
         sweep_figure=ctx.figure(run_dir / "sweep.png"), facts=facts, **_same_recipe(ctx, N, data, facts),

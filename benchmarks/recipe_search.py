@@ -1,0 +1,115 @@
+"""The validation search that chose the Muon recipes of hw-mish and hw-mish-bn (benchmarks/RESULTS.md,
+"Half the epochs"). Ran on one GPU, every training a separate ``cnnlab train`` process, all at once.
+
+Round 1: every candidate of ``ROUND1`` trains with 5,000 training images held out (seed 0); per model
+the best validation accuracy (TTA) wins, ties to the first listed; the winners then train seeds 0
+and 1 on all 50,000 images, and ``improved``'s recipe seeds 0-2. Round 2 (``--round 2``) is the
+second hw-mish-bn search: each candidate of ``ROUND2`` trains on the validation split and with
+seeds 0 and 1 on all 50,000 in one batch; the choice is still made on validation alone.
+
+Every finished run appends one JSON line (name, flags, result.json, history) to ``OUT/results.jsonl``.
+
+Usage: python benchmarks/recipe_search.py DATA_ROOT RUNS_DIR --out OUT [--round 1|2] [--device cuda]
+       [--budget SECONDS] [--smoke]   (--smoke: 1 epoch, 50 validation images: a dry run on the CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MU = ["--optimizer", "muon"]
+ROUND1 = {
+    "hw-mish": {"sgd": [], "sgd-la": ["--lookahead"],
+                "mu02": MU + ["--muon-lr", "0.02", "--muon-momentum", "0.9"],
+                "mu05": MU + ["--muon-lr", "0.05", "--muon-momentum", "0.9"],
+                "mu10": MU + ["--muon-lr", "0.1", "--muon-momentum", "0.9"],
+                "mu05-la": MU + ["--muon-lr", "0.05", "--muon-momentum", "0.9", "--lookahead"]},
+    "hw-mish-bn": {"sgd": [], "sgd-la": ["--lookahead"],
+                   "mu24n": MU + ["--muon-lr", "0.24", "--muon-momentum", "0.6", "--muon-normalize"],
+                   "mu10n": MU + ["--muon-lr", "0.1", "--muon-momentum", "0.9", "--muon-normalize"],
+                   "mu24n-la": MU + ["--muon-lr", "0.24", "--muon-momentum", "0.6", "--muon-normalize", "--lookahead"]},
+}
+M9 = MU + ["--muon-momentum", "0.9"]
+ROUND2 = {"hw-mish-bn": {"mu05la": M9 + ["--muon-lr", "0.05", "--lookahead"],
+                         "mu05n": M9 + ["--muon-lr", "0.05", "--muon-normalize"],
+                         "mu10nla": M9 + ["--muon-lr", "0.1", "--muon-normalize", "--lookahead"],
+                         "mu10nt2": M9 + ["--muon-lr", "0.1", "--muon-normalize", "--translate", "2"],
+                         "mu10": M9 + ["--muon-lr", "0.1"]}}
+EPOCHS = {"hw-mish": 22, "hw-mish-bn": 30, "improved": 8}
+# The candidate flags are given against the SGD recipes the search started from.
+BASE = {"hw-mish": ["--optimizer", "sgd", "--no-lookahead"], "hw-mish-bn": ["--optimizer", "sgd"], "improved": []}
+IMPROVED = MU + ["--muon-lr", "0.24", "--muon-momentum", "0.6", "--muon-normalize", "--batch-size", "2000",
+                 "--warmup", "0", "--lr-end", "0", "--no-lookahead"]
+
+
+def train(args, name: str, model: str, flags: list[str], seed: int, val: int) -> dict:
+    """One ``cnnlab train`` process; its result as a JSON line in ``args.out/results.jsonl``."""
+    out = args.runs / name
+    epochs = 1 if args.smoke else EPOCHS[model]
+    cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--epochs", str(epochs), "--device", args.device,
+           "--data-root", str(args.data_root), "--seed", str(seed), "--val-split", str(val), "--out", str(out),
+           *BASE[model], *flags, *(["--no-verify-md5", "--limit-test", "60"] if args.smoke else [])]
+    t = time.time()
+    with open(args.runs / f"{name}.log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, CNNLAB_NO_PROGRESS="1"))
+    rec = dict(name=name, model=model, flags=flags, seed=seed, val_split=val, rc=rc, wall=round(time.time() - t, 1))
+    if (out / "result.json").exists():
+        rec["result"] = json.loads((out / "result.json").read_text())
+        rec["history"] = json.loads((out / "history.json").read_text())
+    with open(args.out / "results.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"{name}: rc {rc}, validation {rec.get('result', {}).get('val_accuracy')}, "
+          f"test {rec.get('result', {}).get('test_accuracy')}", flush=True)
+    return rec
+
+
+def parallel(args, jobs: list[tuple]) -> list[dict]:
+    with cf.ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lambda job: train(args, *job), jobs))
+
+
+def choose(records: list[dict], grid: dict) -> dict[str, list[str]]:
+    """Per model, the flags with the best validation accuracy (the first listed on a tie)."""
+    chosen = {}
+    for model in grid:
+        done = [r for r in records if r["model"] == model and "result" in r and r["val_split"]]
+        if done:
+            best = max(done, key=lambda r: r["result"]["val_accuracy"])
+            chosen[model] = best["flags"]
+            print(f"chosen for {model}: {best['name']} ({best['result']['val_accuracy']:.2%} validation)", flush=True)
+    return chosen
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_root", type=Path)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--round", type=int, choices=(1, 2), default=1)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--budget", type=float, default=480, help="seconds: round 1's seed runs start only with 150 left")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0, val = time.time(), 50 if args.smoke else 5000
+    grid = ROUND1 if args.round == 1 else ROUND2
+    jobs = [(f"val-{m}-{k}", m, f, 0, val) for m, g in grid.items() for k, f in g.items()]
+    if args.round == 2:  # the seeds on all 50,000 train beside the validation runs
+        jobs += [(f"test-{m}-{k}-s{s}", m, f, s, 0) for m, g in grid.items() for k, f in g.items() for s in (0, 1)]
+    chosen = choose(parallel(args, jobs), grid)
+    (args.out / "chosen.json").write_text(json.dumps(chosen, indent=1))
+    if args.round == 1 and args.budget - (time.time() - t0) > 150:
+        jobs = [(f"test-{m}-s{s}", m, f, s, 0) for m, f in chosen.items() for s in (0, 1)]
+        parallel(args, jobs + [(f"test-improved-s{s}", "improved", IMPROVED, s, 0) for s in (0, 1, 2)])
+
+
+if __name__ == "__main__":
+    main()
