@@ -20,8 +20,8 @@ from cnnlab.models.cifar import build
 from cnnlab.train.config import Config
 from cnnlab.train.loop import make_optimizer, param_groups
 
-# each spec is MODEL[:bf16]; one torchrun launch trains them all (its start-up is most of the time)
-SPECS = ("hw-mish", "hw-mish-bn", "hw-mish-bn:bf16")
+# each spec is MODEL[:bf16|:muon] (SGD in fp32 unless named); one torchrun launch trains them all (its start-up is most of the time)
+SPECS = ("hw-mish", "hw-mish-bn", "hw-mish-bn:bf16", "hw-mish-bn:muon")
 
 WORKER = textwrap.dedent("""
     import sys, torch
@@ -44,7 +44,8 @@ WORKER = textwrap.dedent("""
         model = build(name)
         net = distributed.wrap(model, ctx)
         precision = Precision(mode == "bf16", False)
-        recipe = Config.from_flat(model=name, batch_size=16, epochs=1, lr=0.05).recipe
+        optimizer = dict(optimizer="muon", muon_lr=0.05, muon_momentum=0.9) if mode == "muon" else dict(optimizer="sgd")
+        recipe = Config.from_flat(model=name, batch_size=16, epochs=1, lr=0.05, lookahead=False, **optimizer).recipe
         state = TrainState.create(model, recipe, seed=0, images=len(data))  # 3 steps of 16
         stats = train_epoch(state, data, ctx=ctx, precision=precision, net=net)
         opt, step = state.optimizer, state.step
@@ -76,6 +77,9 @@ WORKER = textwrap.dedent("""
 # and one ulp (0.4 %) flips wherever the two summation orders round differently (measured: s = 7e-4
 # for the weights, 5e-3 for the precise-BN statistics, averages of rounded activations); s = 1e-2
 # (2e-2 for those statistics) passes that and still fails unsynchronized weights (s = 6e-2).
+# Muon: torch.optim.Muon orthogonalizes each update in bf16, so the filters' steps round like bf16
+# activations (measured in fp32 training: 6.5e-4 for the weights, 3.1e-3 for the statistics); it
+# takes the bf16 tolerances.
 TOLERANCE = {"fp32": dict(rtol=1e-4, atol=1e-5), "bf16": dict(rtol=1e-2, atol=1e-3)}
 PRECISE_BN_TOLERANCE = {"fp32": TOLERANCE["fp32"], "bf16": dict(rtol=2e-2, atol=2e-3)}
 
@@ -107,7 +111,7 @@ def _assert_close(a: dict, b: dict, tol: dict) -> None:
 @pytest.mark.parametrize("spec", SPECS)
 def test_two_ranks_match_each_other_and_one_process(runs, spec):
     r0, r1, one = runs[spec]
-    kind = "bf16" if spec.endswith(":bf16") else "fp32"
+    kind = "bf16" if spec.endswith((":bf16", ":muon")) else "fp32"
     tol = TOLERANCE[kind]
     assert r0["steps"] == one["steps"] == 3 and r0["images"] == one["images"] == 48
     for k in one["state"]:
@@ -145,7 +149,7 @@ def test_a_ddp_checkpoint_resumes_in_one_plain_process(runs):
     r0 = runs["hw-mish-bn"][0]
     model = build("hw-mish-bn")
     model.load_state_dict(r0["state"])  # strict: SyncBatchNorm keeps BatchNorm's state-dict keys
-    optimizer = make_optimizer(model, Config.from_flat(model="hw-mish-bn", lr=0.05).recipe)
+    optimizer = make_optimizer(model, Config.from_flat(model="hw-mish-bn", lr=0.05, optimizer="sgd").recipe)
     optimizer.load_state_dict(r0["optimizer"])
     saved, now = r0["optimizer"]["param_groups"], optimizer.state_dict()["param_groups"]
     assert [g["params"] for g in saved] == [g["params"] for g in now]
@@ -155,6 +159,22 @@ def test_a_ddp_checkpoint_resumes_in_one_plain_process(runs):
     loss.backward()
     optimizer.step()  # the momentum buffers restored from DDP fit this model's parameters
     assert torch.isfinite(loss)
+
+
+def test_a_ddp_muon_checkpoint_resumes_in_one_plain_process(runs):
+    """The same with Muon: its 2-D momentum buffers and SGD's groups load into a plain model's optimizer."""
+    r0 = runs["hw-mish-bn:muon"][0]
+    model = build("hw-mish-bn")
+    model.load_state_dict(r0["state"])
+    recipe = Config.from_flat(model="hw-mish-bn", lr=0.05, optimizer="muon", muon_lr=0.05, muon_momentum=0.9).recipe
+    optimizer = make_optimizer(model, recipe)
+    optimizer.load_state_dict(r0["optimizer"])
+    buffers = [v["momentum_buffer"].shape for v in r0["optimizer"]["muon"]["state"].values()]
+    assert buffers == [(64, 3 * 11 * 11), (128, 64 * 9), (128, 128 * 9)]
+    before = model.features[0].weight.clone()
+    model(torch.rand(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.features[0].weight)
 
 
 # ----------------------------------------------------------------------------- in one process
@@ -234,8 +254,9 @@ def test_a_run_resumed_under_torchrun_matches_one_uninterrupted_process(syn_root
     from cnnlab.runs import read_json
     from cnnlab.train import checkpoint, run
 
-    full = run(tiny(syn_root, tmp_path / "full", model="hw-mish-bn", deterministic=True))
-    crash_in_second_epoch(tiny(syn_root, tmp_path / "crash", model="hw-mish-bn", deterministic=True), monkeypatch)
+    sgd = dict(model="hw-mish-bn", deterministic=True, optimizer="sgd")  # fp32 all through (Muon steps in bf16)
+    full = run(tiny(syn_root, tmp_path / "full", **sgd))
+    crash_in_second_epoch(tiny(syn_root, tmp_path / "crash", **sgd), monkeypatch)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNLAB_NO_PROGRESS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "cnnlab", "train", "--resume", str(tmp_path / "crash"), "--quiet"],

@@ -75,3 +75,21 @@ def test_a_checkpoint_of_another_format_is_a_clear_error():
     del saved["processes"]
     with pytest.raises(CnnlabError, match="lacks processes"):
         state.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("steps, averaged", [(3, False), (8, True)])
+def test_lookahead_ends_on_the_average_only_after_one_averaging_period(steps, averaged):
+    """A run shorter than the lookahead's period (5 steps) keeps its trained weights: its average
+    would hold only the initial ones. A longer run ends on the average."""
+    from cnnlab.train.loop import Lookahead
+
+    recipe = Config(model="improved", recipe=dict(epochs=1, batch_size=4, lookahead=True, optimizer="sgd")).recipe
+    torch.manual_seed(0)
+    state = TrainState.create(build("improved"), recipe, seed=0, images=4 * steps)
+    start = state.model.state_dict()["head.weight"].clone()
+    data = _data()
+    train_epoch(state, Split(data.images[:4 * steps], data.labels[:4 * steps]), ctx=Context(), precision=FP32)
+    assert state.step == steps and (steps >= Lookahead.every) == averaged
+    trained = state.model.state_dict()["head.weight"]
+    assert not torch.equal(trained, start)  # never reset to the initial weights
+    assert torch.equal(trained, state.lookahead.ema["head.weight"]) == averaged

@@ -176,11 +176,11 @@ class Improved(CifarNet):
       channels of each conv set to a Dirac (identity) kernel, so at initialization every group
       passes its input through and the net starts close to a shallow one.
 
-    The training recipe lives with the trainer's defaults (``cnnlab.train.config``): Nesterov
-    SGD with a warm-up/warm-down schedule, label smoothing 0.2, weight decay, translate-by-2 and
-    alternating flip augmentation (each image mirrored in every other epoch, so every pair of
-    epochs shows both orientations), an exponential-moving-average "lookahead" of the weights,
-    and test-time augmentation (flip + 1-px translations).
+    The training recipe lives with the trainer's defaults (``cnnlab.train.config``): Muon for the
+    conv filters and Nesterov SGD for the rest, a linear decay from the peak with no warm-up, label
+    smoothing 0.2, weight decay, translate-by-2 and alternating flip augmentation (each image
+    mirrored in every other epoch, so every pair of epochs shows both orientations), and test-time
+    augmentation (flip + 1-px translations).
     """
 
     init_scheme = ("PCA whitening of 2x2 patches for the first (frozen) conv; Kaiming normal "

@@ -166,8 +166,10 @@ def train_epoch(state: TrainState, data: Split, *, ctx: Context, precision: Prec
             raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
         if on_step is not None:
             on_step(loss.item() if i % 5 == 0 or i == steps - 1 else None)
-    if lookahead is not None and state.step >= state.total_steps:
-        lookahead.update(model, 1.0)  # end on the averaged weights
+    if lookahead is not None and state.step >= state.total_steps >= Lookahead.every:
+        # end on the averaged weights; a run shorter than one averaging period has only the initial
+        # weights in its average, so it keeps its trained ones
+        lookahead.update(model, 1.0)
     state.epoch += 1
     total_loss, total_correct, total_seen = ctx.all_sum([loss_sum.item(), float(correct.item()), float(seen)])
     return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen))

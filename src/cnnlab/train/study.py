@@ -43,11 +43,14 @@ class Config(RunOptions):
 
     recipe_of: str = arg("hw-mish", "whose training recipe both networks share", choices=MODELS)
     epochs: int | None = arg(None, "epochs of the same-recipe runs (default: that recipe's)")
-    sweep_lrs: tuple[float, ...] = arg((0.05, 0.1, 0.2, 0.4), "peak learning rates of the sweep")
+    sweep_lrs: tuple[float, ...] = arg((0.05, 0.1, 0.2, 0.4), "peak learning rates of the sweep (with Muon, "
+                                                                 "Muon's lr keeps its ratio to the peak rate)")
     sweep_epochs: int = arg(4, "epochs of each sweep run")
     val_split: int = arg(5000, "held-out training images for validation (class-balanced)")
     limit_train: int | None = arg(None, "use only the first N training images (smoke runs)")
-    limit_test: int | None = arg(None, "use only the first N test images (smoke runs)")
+    # The study reads validation numbers only; each run still records a test accuracy per epoch, so
+    # it evaluates a small part of the test set (the whole one would take most of a short run's time).
+    limit_test: int | None = arg(1000, "test images each run evaluates (recorded, not used by the study)")
     precision: str = arg("auto", "as cnnlab train --precision", choices=("auto", "bf16", "fp32"))
     data_root: Path | None = arg(None, "folder holding cifar-10-batches-bin/ (default: as cnnlab train)")
     verify_md5: bool = arg(True, "as cnnlab train --verify-md5 (off for your own files)")
@@ -71,8 +74,10 @@ class Result:
 
 
 def shared_recipe(config: Config) -> Recipe:
+    """``recipe_of``'s recipe with the study's epochs, without test-time augmentation: the study
+    compares plain validation accuracies, and TTA changes no training."""
     recipe = RECIPES[config.recipe_of]
-    return dataclasses.replace(recipe, epochs=config.epochs or recipe.epochs)
+    return dataclasses.replace(recipe, epochs=config.epochs or recipe.epochs, tta=False)
 
 
 def train_config(config: Config, model: str, recipe: Recipe, out: Path) -> TrainConfig:
