@@ -81,10 +81,10 @@ RECIPES: dict[str, Recipe] = {
     # Every choice below was made on a validation split (5,000 training images held out, seed 0)
     # and its test accuracy measured afterwards on all 50,000 (benchmarks/RESULTS.md, "Half the
     # epochs"). Muon (torch.optim.Muon on the conv filter banks; SGD for biases, BatchNorm and
-    # the head) is what halves the epochs of all three nets.
+    # the head) is the change that halves the epochs of all three nets.
     #
     # No BatchNorm: Muon at 0.05 (0.02 and 0.1 were worse on validation) with the lookahead
-    # average; the SGD part keeps the old lr (larger diverged early), wd and label smoothing.
+    # average; the SGD part (biases, head) keeps the old SGD recipe's lr, wd and label smoothing.
     # The 246k-parameter net underfits, so augmentation is light (translate by 2 px, not 4).
     # 22 epochs: 89.1 % validation against 75.2 % for the old SGD recipe cut to 22 epochs.
     "hw-mish": Recipe(epochs=22, batch_size=256, lr=0.05, momentum=0.9, weight_decay=5e-4,
@@ -92,9 +92,8 @@ RECIPES: dict[str, Recipe] = {
                       tta=True, lookahead=True, optimizer="muon", muon_lr=0.05, muon_momentum=0.9,
                       note="Muon (conv filters) + SGD-Nesterov (the rest), 10% linear warm-up then linear "
                            "decay, lookahead average; translate(2 px)+flip; final accuracy with TTA"),
-    # BatchNorm: Muon at 0.1 without renormalizing the filters (the BatchNorm then lets their
-    # growing norm anneal the step); renormalized, with lookahead or with translate 2 it was worse
-    # on validation. SGD's lr for BatchNorm shifts and the head stays 4x hw-mish's. Precise BN:
+    # BatchNorm: Muon at 0.1 without renormalizing the filters; renormalized (at 0.05, 0.1 or
+    # 0.24), with lookahead or with translate 2 it was worse on validation. SGD's lr for BatchNorm shifts and the head stays 4x hw-mish's. Precise BN:
     # the running statistics are replaced by exact ones over the clean training set at the end.
     "hw-mish-bn": Recipe(epochs=30, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
                          label_smoothing=0.1, warmup=0.1, lr_start=0.1, lr_end=0.01, translate=4, flip=True,
