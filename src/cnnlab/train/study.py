@@ -104,13 +104,14 @@ def at_lr(recipe: Recipe, lr: float) -> Recipe:
 
 def sweep_run(config: Config, model: str, recipe: Recipe, out: Path) -> dict[str, Any]:
     """One sweep point; divergence is a result, not an error."""
+    point = dict(model=model, lr=recipe.lr, muon_lr=recipe.muon_lr)
     try:
         result = experiment.run(train_config(config, model, recipe, out))
     except TrainingDiverged as exc:
         log.info("%s at lr %g diverged: %s", model, recipe.lr, exc)
-        return dict(model=model, lr=recipe.lr, muon_lr=recipe.muon_lr, diverged=True, reason="loss became NaN/inf",
-                    val_accuracy=None, train_loss=None, run_dir=str(out))
-    row = dict(model=model, lr=recipe.lr, muon_lr=recipe.muon_lr, **_summary(result))
+        return dict(point, diverged=True, reason="loss became NaN/inf", val_accuracy=None, train_loss=None,
+                    run_dir=str(out))
+    row = dict(point, **_summary(result))
     del row["history"]
     row["diverged"] = row["val_accuracy"] <= CHANCE
     row["reason"] = "chance-level validation accuracy" if row["diverged"] else ""
