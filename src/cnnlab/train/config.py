@@ -86,8 +86,10 @@ RECIPES: dict[str, Recipe] = {
     # No BatchNorm: Muon at 0.05 (0.02 and 0.1 were worse on validation) with the lookahead
     # average; the SGD part (biases, head) keeps the old SGD recipe's lr, wd and label smoothing.
     # The 246k-parameter net underfits, so augmentation is light (translate by 2 px, not 4).
-    # 22 epochs: 89.1 % validation against 75.2 % for the old SGD recipe cut to 22 epochs.
-    "hw-mish": Recipe(epochs=22, batch_size=256, lr=0.05, momentum=0.9, weight_decay=5e-4,
+    # 22 epochs: 89.1 % validation against 75.2 % for the old SGD recipe cut to 22 epochs. The
+    # schedule is then as short as validation allows: 6 epochs is the fewest of 6-15 whose validation
+    # accuracy clears the 81 % target by a point (84.6 %).
+    "hw-mish": Recipe(epochs=6, batch_size=256, lr=0.05, momentum=0.9, weight_decay=5e-4,
                       label_smoothing=0.1, warmup=0.1, lr_start=0.1, lr_end=0.01, translate=2, flip=True,
                       tta=True, lookahead=True, optimizer="muon", muon_lr=0.05, muon_momentum=0.9,
                       note="Muon (conv filters) + SGD-Nesterov (the rest), 10% linear warm-up then linear "
