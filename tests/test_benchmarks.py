@@ -154,3 +154,22 @@ def test_summary_quotes_the_fastest_plain_configuration(bench_extract):
     assert m["speedup_vs_plain_best"] == pytest.approx(4.0)
     assert m["median_round_speedup_vs_plain_best"] == pytest.approx(3.0)  # median of 4 and 2
     assert m["cosine_vs_plain_min"] == pytest.approx(1.0)
+
+
+def _search_record(model: str, epochs: int, val: float | None) -> dict:
+    name = f"val-{model}-e{epochs}" if val is not None else f"test-{model}-e{epochs}-s0"
+    return {"name": name, "model": model, "val_split": 5000 if val is not None else 0,
+            "result": {"val_accuracy": val, "test_accuracy": 0.99}}
+
+
+def test_round_3_takes_the_fewest_epochs_that_clear_the_target_on_validation_only():
+    search = load_script("recipe_search")
+    grid = {"hw-mish": {f"e{n}": ["--epochs", str(n)] for n in (12, 6, 8)},  # listed out of order
+            "hw-mish-bn": {f"e{n}": ["--epochs", str(n)] for n in (8, 20)}}
+    bar = search.TARGET["hw-mish"] + search.MARGIN
+    records = [_search_record("hw-mish", 6, bar - 0.001), _search_record("hw-mish", 8, bar),
+               _search_record("hw-mish", 12, bar + 0.05), _search_record("hw-mish", 6, None),
+               _search_record("hw-mish-bn", 8, 0.80), _search_record("hw-mish-bn", 20, 0.8599)]
+    # 6 epochs misses the bar by 0.1 point (its perfect test run is ignored); 8 reaches it exactly;
+    # no hw-mish-bn length clears 86 %, so it gets no entry and keeps its recipe
+    assert search.shortest(records, grid) == {"hw-mish": ["--epochs", "8"]}
