@@ -84,11 +84,16 @@ def parallel(args, jobs: list[tuple]) -> list[dict]:
         return list(pool.map(lambda job: train(args, *job), jobs))
 
 
+def validated(records: list[dict], model: str) -> list[dict]:
+    """``model``'s finished validation runs (the seed runs on all 50,000 images never choose)."""
+    return [r for r in records if r["model"] == model and "result" in r and r["val_split"]]
+
+
 def choose(records: list[dict], grid: dict) -> dict[str, list[str]]:
     """Per model, the flags with the best validation accuracy (the first listed on a tie)."""
     chosen = {}
     for model in grid:
-        done = [r for r in records if r["model"] == model and "result" in r and r["val_split"]]
+        done = validated(records, model)
         if done:
             best = max(done, key=lambda r: r["result"]["val_accuracy"])
             chosen[model] = best["flags"]
@@ -100,7 +105,7 @@ def shortest(records: list[dict], grid: dict) -> dict[str, list[str]]:
     """Per model, the fewest epochs whose validation accuracy reaches the target plus the margin."""
     chosen = {}
     for model, candidates in grid.items():
-        done = {r["name"]: r for r in records if r["model"] == model and "result" in r and r["val_split"]}
+        done = {r["name"]: r for r in validated(records, model)}
         for key, flags in sorted(candidates.items(), key=lambda kv: int(kv[1][1])):
             record = done.get(f"val-{model}-{key}")
             if record and record["result"]["val_accuracy"] >= TARGET[model] + MARGIN:
