@@ -173,3 +173,42 @@ def test_round_3_takes_the_fewest_epochs_that_clear_the_target_on_validation_onl
     # 6 epochs misses the bar by 0.1 point (its perfect test run is ignored); 8 reaches it exactly;
     # no hw-mish-bn length clears 86 %, so it gets no entry and keeps its recipe
     assert search.shortest(records, grid) == {"hw-mish": ["--epochs", "8"]}
+
+
+def test_round_4_takes_the_fewest_epochs_then_the_best_validation_among_changed_recipes():
+    search = load_script("recipe_search")
+    grid = {"hw-mish-bn": {"e25": ["--epochs", "25"], "la-e15": ["--epochs", "15", "--lookahead"],
+                           "ls2-e15": ["--epochs", "15", "--label-smoothing", "0.2"],
+                           "mu2-e12": ["--epochs", "12", "--muon-lr", "0.2"]}}
+    bar = search.TARGET["hw-mish-bn"] + search.MARGIN
+
+    def record(key: str, val: float | None) -> dict:
+        return {"name": f"val-hw-mish-bn-{key}" if val is not None else f"test-hw-mish-bn-{key}-s0",
+                "model": "hw-mish-bn", "val_split": 5000 if val is not None else 0,
+                "result": {"val_accuracy": val, "test_accuracy": 0.99}}
+
+    records = [record("e25", bar + 0.02), record("la-e15", bar + 0.001), record("ls2-e15", bar + 0.004),
+               record("mu2-e12", bar - 0.001), record("mu2-e12", None)]
+    # 12 epochs misses the bar (its test run never counts); of the two 15-epoch candidates that
+    # clear it the better on validation wins, although 25 epochs would be more accurate still
+    assert search.shortest(records, grid) == {"hw-mish-bn": ["--epochs", "15", "--label-smoothing", "0.2"]}
+    assert search.shortest(records[-2:], grid) == {}
+    assert all(search.epochs_of(f) in (12, 15, 20, 22, 25) for f in search.ROUND4["hw-mish-bn"].values())
+
+
+def test_cifar_pack_rebuilds_the_batch_files_byte_exact_and_flags_a_wrong_md5(tmp_path, monkeypatch):
+    pack = load_script("cifar_pack")
+    monkeypatch.setattr(pack, "GRID", 3)  # 9 records per file instead of 10,000
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (9, pack.RECORD), dtype=np.uint8).tobytes()
+    labels, mosaic = pack.to_mosaic(raw)
+    assert mosaic.shape == (96, 96, 3) and list(labels) == list(raw[::pack.RECORD])
+    # image 1 is the tile right of image 0: its red plane's first byte is pixel (0, 32)
+    assert mosaic[0, 32, 0] == raw[pack.RECORD + 1] and pack.from_mosaic(labels, mosaic) == raw
+    src = tmp_path / "data" / pack.FOLDER
+    src.mkdir(parents=True)
+    (src / "test_batch.bin").write_bytes(raw)
+    pack.pack(tmp_path / "data", tmp_path / "packed", ("test_batch",))
+    bad = pack.unpack(tmp_path / "packed", tmp_path / "out")
+    assert (tmp_path / "out" / pack.FOLDER / "test_batch.bin").read_bytes() == raw  # lossless
+    assert bad == ["test_batch"]  # random bytes are not the official file

@@ -494,7 +494,8 @@ def _study_json(plain_loss, bn_loss, diverged_at):
     return {"recipe_of": "hw-mish", "val_split": 20, "sweep_epochs": 1, "sweep": sweep,
             "recipe": {"epochs": len(plain_loss), "batch_size": 256, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                        "label_smoothing": 0.1, "warmup": 0.1, "translate": 2, "flip": True, "tta": False},
-            "same_recipe": {"hw-mish": run("hw-mish", plain_loss, 0.4), "hw-mish-bn": run("hw-mish-bn", bn_loss, 0.5)}}
+            "same_recipe": {"hw-mish": run("hw-mish", plain_loss, 0.4), "hw-mish-bn": run("hw-mish-bn", bn_loss, 0.5)},
+            "pair_accuracy": {"on": "validation", "history_key": "val_accuracy", "hw-mish": 0.4, "hw-mish-bn": 0.5}}
 
 
 def test_study_facts_flip_when_the_numbers_flip():
@@ -504,7 +505,9 @@ def test_study_facts_flip_when_the_numbers_flip():
     assert f["lower_always"] and f["lower_at_end"] and f["lower"] == 2 and f["loss_gap"] == pytest.approx(0.3)
     assert f["bn_larger_lr"] and not f["plain_larger_lr"] and not f["none_stable"]
     assert f["max_stable"] == {"hw-mish": 0, "hw-mish-bn": 3} and f["best"] == {"hw-mish": 0, "hw-mish-bn": 3}
-    assert f["val_higher"]
+    assert f["acc_higher"]
+    f = study_facts({**_study_json([2.0, 1.5], [1.8, 1.2], set()), "pair_accuracy": {"hw-mish": 0.5, "hw-mish-bn": 0.4}})
+    assert not f["acc_higher"]
     f = study_facts(_study_json([2.0, 1.5], [1.9, 1.7], {("hw-mish-bn", 0.4)}))
     assert not f["lower_always"] and not f["lower_at_end"] and f["lower"] == 1
     assert f["plain_larger_lr"] and not f["bn_larger_lr"] and f["max_stable"]["hw-mish"] == 2
@@ -529,12 +532,21 @@ def test_study_sentences_follow_the_sweep(tmp_path, monkeypatch, bn_tolerates):
                        {("hw-mish", 0.4)} if bn_tolerates else {("hw-mish-bn", 0.4)})
 
     def fake_study(config):
+        assert config.pair_from == seen["hw-mish"]  # the pair's plain side is the report's own hw-mish run
         write_json(config.out / "study.json", data)
         for name in ("curves.png", "curves_val.png", "sweep.png"):
             _png(config.out / name)
 
     monkeypatch.setattr(study, "run", fake_study)
-    profile = Profile("t", "t", train={m: {} for m in models}, bn_study={"epochs": 2})
+    seen = {}
+    train_run = cifar10._train
+
+    def remember(ctx, model, data_opts, seeds):
+        seen[model] = (t := train_run(ctx, model, data_opts, seeds)).dirs[0]
+        return t
+
+    monkeypatch.setattr(cifar10, "_train", remember)
+    profile = Profile("t", "t", train={m: {} for m in models}, bn_study={"sweep_epochs": 1})
     html = build.make_section(cifar10, ReportContext(profile, tmp_path)).html
     study_html = html[html.index("one change at a time"):html.index("Architectures")]
     assert ("BatchNorm tolerated a larger learning rate" in study_html) == bn_tolerates

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cnnlab.runs import read_json
@@ -38,6 +40,32 @@ def test_the_study_trains_each_model_with_the_shared_recipe(tmp_path):
         assert study.train_config(study.Config(epochs=3), model, recipe, tmp_path).recipe == recipe
 
 
+def test_pair_from_reuses_the_run_given_and_trains_the_other_net_with_its_exact_options(syn_root, tmp_path):
+    from cnnlab.cli import main
+    from cnnlab.train import study
+
+    given = tmp_path / "plain"
+    assert main(["train", "--model", "hw-mish", "--epochs", "2", "--batch-size", "40", "--lr", "0.07", "--seed", "3",
+                 "--data-root", str(syn_root), "--no-verify-md5", "--no-download", "--precision", "fp32",
+                 "--limit-test", "30", "--out", str(given), "--quiet"]) == 0
+    before = (given / "result.json").read_bytes()
+    result = study.run(study.Config(pair_from=given, sweep_lrs=(0.07,), sweep_epochs=1, val_split=20, seed=3,
+                                    data_root=syn_root, verify_md5=False, precision="fp32", quiet=True,
+                                    out=tmp_path / "study"))
+    plain, bn = result.same_recipe["hw-mish"], result.same_recipe["hw-mish-bn"]
+    assert plain["cached"] and plain["run_dir"] == str(given) and (given / "result.json").read_bytes() == before
+    assert not bn["cached"] and len(bn["history"]) == 2
+    key = {name: read_json(Path(run) / "config.json")["run_key"] for name, run in
+           (("plain", given), ("bn", bn["run_dir"]))}
+    assert key["bn"] == {**key["plain"], "model": "hw-mish-bn"}  # only the model differs
+    assert result.recipe_of is None  # a recipe of its own, not hw-mish's default
+    data = read_json(result.out / "study.json")
+    assert data["pair_accuracy"]["on"] == "test" and data["pair_accuracy"]["hw-mish"] == plain["test_accuracy"]
+    assert [(r["model"], r["lr"]) for r in data["sweep"]] == [("hw-mish", 0.07), ("hw-mish-bn", 0.07)]
+    with pytest.raises(ValueError, match="--epochs does not apply"):
+        study.Config(pair_from=given, epochs=3)
+
+
 def test_the_sweep_scales_muons_learning_rate_with_the_peak_rate():
     from dataclasses import replace
 
@@ -47,5 +75,7 @@ def test_the_sweep_scales_muons_learning_rate_with_the_peak_rate():
     swept = at_lr(muon, 0.2)  # four times the peak rate: the filters' steps grow four times too
     assert (swept.lr, swept.muon_lr) == pytest.approx((0.2, 0.4))
     assert replace(swept, lr=muon.lr, muon_lr=muon.muon_lr) == muon  # nothing else changes
+    same = replace(muon, muon_lr=0.05)
+    assert [at_lr(same, lr).muon_lr for lr in (0.05, 0.2, 0.4)] == [0.05, 0.2, 0.4]  # exactly, as written
     sgd = at_lr(replace(muon, optimizer="sgd"), 0.2)
     assert (sgd.lr, sgd.muon_lr) == pytest.approx((0.2, 0.1))  # Muon's lr is unused and kept

@@ -115,8 +115,9 @@ PROFILES: dict[str, Profile] = {
         train={"hw-mish": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
                "hw-mish-bn": {"recipe": {"epochs": 2, "batch_size": 16}, "limit_train": 32, "limit_test": 20},
                "improved": {"recipe": {"epochs": 1, "batch_size": 16}, "limit_train": 32, "limit_test": 20}},
-        # the synthetic set has 100 training images: 20 of them validate; two epochs, two swept rates
-        bn_study={"epochs": 2, "sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 20, "limit_train": 100,
+        # the pair is the hw-mish run above and hw-mish-bn with its options; the sweep: 100 training
+        # images of which 20 validate, two rates, one epoch each
+        bn_study={"sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 20, "limit_train": 100,
                   "limit_test": 20},
         attack={"images": 1, "steps": 2, "methods": ("pgd",), "model_resolution": True},
         synthetic=True,
@@ -134,8 +135,9 @@ PROFILES: dict[str, Profile] = {
         train={"hw-mish": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
                "hw-mish-bn": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000},
                "improved": {"recipe": {"epochs": 2, "tta": False}, "limit_train": 10000}},
-        # minutes, not a measurement: 1,500 of 2,000 images train, two epochs, two swept rates
-        bn_study={"epochs": 2, "sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 500, "limit_train": 2000},
+        # minutes, not a measurement: the pair is hw-mish above and hw-mish-bn with its options; the
+        # sweep trains 1,500 of 2,000 images for one epoch at two rates
+        bn_study={"sweep_epochs": 1, "sweep_lrs": (0.05, 0.4), "val_split": 500, "limit_train": 2000},
         attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),
     "full": Profile(
@@ -145,8 +147,9 @@ PROFILES: dict[str, Profile] = {
         featuremaps={"per_stage": 5, "select": "selective", "top_k": 8, "max_per_class": 0},  # all Pets + photos
         probe={},
         train={"hw-mish": {}, "hw-mish-bn": {}, "improved": {}},  # the models' own recipes
-        # hw-mish's whole recipe (6 epochs) on 45,000 images; the sweep tries hw-mish's lr (0.05),
-        # hw-mish-bn's (0.2) and twice that, Muon's lr scaled alike, 2 epochs each
+        # the pair: the hw-mish run above (its whole recipe, all 50,000 images) and hw-mish-bn trained
+        # with its options; the sweep tries hw-mish's lr (0.05), hw-mish-bn's (0.2) and twice that,
+        # Muon's lr scaled alike, on 45,000 images, 2 epochs each
         bn_study={"sweep_epochs": 2, "sweep_lrs": (0.05, 0.2, 0.4), "val_split": 5000},
         attack={"methods": ("ascent", "pgd", "eot"), "sweep_eps": (1, 2, 4, 8)},
     ),

@@ -1,14 +1,18 @@
 """What BatchNorm changes in training, one change at a time: ``hw-mish`` against ``hw-mish-bn``.
 
-Two experiments, both on a validation split of the training set (the test set plays no part):
+Two experiments:
 
 * **Same recipe.** Both networks train under one identical recipe (by default ``hw-mish``'s own:
   schedule, epochs, augmentation, optimizer, seed), so their loss curves differ only by the
-  BatchNorm layers.
+  BatchNorm layers. By default on a validation split of the training set. With ``--pair-from RUN``
+  a finished ``cnnlab train`` run of one net is one side of the pair and the other net trains with
+  exactly that run's options (recipe, seed, data, test images): the report pairs its own
+  ``hw-mish`` run this way instead of training ``hw-mish`` a second time. Nothing is chosen from
+  the pair, so when that run trained on all the training images its test accuracy is compared.
 * **Learning-rate sweep.** Both networks train briefly at each of a few peak learning rates
-  (everything else as above); per run the validation accuracy and whether training diverged
-  (the loss became NaN/inf, or the net ended at chance level). It shows whether BatchNorm
-  tolerates larger steps.
+  (everything else as the shared recipe) on the validation split; per run the validation accuracy
+  and whether training diverged (the loss became NaN/inf, or the net ended at chance level). It
+  shows whether BatchNorm tolerates larger steps.
 
 Every run is an ordinary ``cnnlab train`` run folder under ``--out`` (so an interrupted study
 resumes and finished runs are reused); ``study.json`` collects the numbers, ``curves.png`` and
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CnnlabError
 from cnnlab.options import RunOptions, arg
 from cnnlab.runs import new_run_dir, save_figure, write_json
 from cnnlab.train import experiment
@@ -43,6 +48,9 @@ class Config(RunOptions):
 
     recipe_of: str = arg("hw-mish", "whose training recipe both networks share", choices=MODELS)
     epochs: int | None = arg(None, "epochs of the same-recipe runs (default: that recipe's)")
+    pair_from: Path | None = arg(None, "a finished cnnlab train run of hw-mish or hw-mish-bn: one side of the "
+                                       "same-recipe pair; the other net trains with exactly its options, and "
+                                       "its recipe replaces --recipe-of's (an unfinished run is resumed first)")
     sweep_lrs: tuple[float, ...] = arg((0.05, 0.1, 0.2, 0.4), "peak learning rates of the sweep (with Muon, "
                                                                  "Muon's lr keeps its ratio to the peak rate)")
     sweep_epochs: int = arg(4, "epochs of each sweep run")
@@ -63,12 +71,17 @@ class Config(RunOptions):
         for name in ("epochs", "sweep_epochs", "val_split"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.pair_from is not None:
+            self.pair_from = Path(self.pair_from)
+            if self.epochs is not None:
+                raise ValueError("--epochs does not apply with --pair-from: the run's recipe sets the epochs")
 
 
 @dataclass
 class Result:
     out: Path
     recipe: dict[str, Any]                  # the shared recipe of the same-recipe runs
+    recipe_of: str | None                   # whose default recipe it is (None: a --pair-from run's own)
     same_recipe: dict[str, dict[str, Any]]  # model -> {run_dir, history, val_accuracy, ...}
     sweep: list[dict[str, Any]]             # {model, lr, diverged, val_accuracy, train_loss, run_dir}
 
@@ -91,14 +104,16 @@ def train_config(config: Config, model: str, recipe: Recipe, out: Path) -> Train
 
 def _summary(result: experiment.Result) -> dict[str, Any]:
     return dict(run_dir=str(result.run_dir), history=result.history, val_accuracy=result.val_accuracy_plain,
+                test_accuracy=result.test_accuracy, test_accuracy_plain=result.test_accuracy_plain,
                 train_loss=result.history[-1]["train_loss"] if result.history else None,
-                train_seconds=result.train_seconds)
+                train_seconds=result.train_seconds, cached=result.cached)
 
 
 def at_lr(recipe: Recipe, lr: float) -> Recipe:
     """``recipe`` with peak learning rate ``lr``; with Muon, Muon's lr keeps its ratio to it, so the
-    sweep scales every step, the filters' too."""
-    muon_lr = recipe.muon_lr * lr / recipe.lr if recipe.optimizer == "muon" else recipe.muon_lr
+    sweep scales every step, the filters' too. Rounded to 12 significant digits, so that the
+    recorded rate reads as written (0.05 · 0.2 / 0.05 would otherwise be 0.20000000000000004)."""
+    muon_lr = float(f"{recipe.muon_lr * lr / recipe.lr:.12g}") if recipe.optimizer == "muon" else recipe.muon_lr
     return dataclasses.replace(recipe, lr=lr, muon_lr=muon_lr)
 
 
@@ -118,16 +133,46 @@ def sweep_run(config: Config, model: str, recipe: Recipe, out: Path) -> dict[str
     return row
 
 
+def same_recipe_runs(config: Config, out: Path) -> tuple[Recipe, str | None, dict[str, dict[str, Any]]]:
+    """(shared recipe, whose default it is, model -> summary) of the same-recipe pair."""
+    if config.pair_from is None:
+        recipe = shared_recipe(config)
+        return recipe, config.recipe_of, {m: _summary(experiment.run(train_config(config, m, recipe, out / f"same-{m}")))
+                                          for m in MODELS}
+    if not (config.pair_from / "config.json").is_file():
+        raise CnnlabError(f"--pair-from {config.pair_from}: not a cnnlab train run folder (no config.json)")
+    here = TrainConfig(quiet=config.quiet, device=config.device, data_root=config.data_root)
+    given = experiment.config_from_folder(config.pair_from, here)
+    if given.model not in MODELS:
+        raise CnnlabError(f"--pair-from {config.pair_from}: a {given.model} run; the pair needs {' or '.join(MODELS)}")
+    configs = {m: given if m == given.model else dataclasses.replace(given, model=m, resume=None, out=out / f"same-{m}")
+               for m in MODELS}
+    same = {m: _summary(experiment.run(configs[m])) for m in MODELS}
+    default = RECIPES[given.model]
+    of = given.model if dataclasses.replace(given.recipe, epochs=default.epochs, note="") == \
+        dataclasses.replace(default, note="") else None
+    return given.recipe, of, same
+
+
+def pair_accuracy(same: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The pair's final accuracies: on validation when both held images out, else on the test set
+    (with test-time augmentation when the shared recipe uses it)."""
+    if all(s["val_accuracy"] is not None for s in same.values()):
+        return dict(on="validation", history_key="val_accuracy", **{m: s["val_accuracy"] for m, s in same.items()})
+    return dict(on="test", history_key="test_accuracy", **{m: s["test_accuracy"] for m, s in same.items()})
+
+
 def run(config: Config) -> Result:
     out = new_run_dir("bn-study", config.out)
-    recipe = shared_recipe(config)
-    same = {m: _summary(experiment.run(train_config(config, m, recipe, out / f"same-{m}"))) for m in MODELS}
-    short = dataclasses.replace(recipe, epochs=config.sweep_epochs)
+    recipe, recipe_of, same = same_recipe_runs(config, out)
+    short = dataclasses.replace(recipe, epochs=config.sweep_epochs, tta=False)
     sweep = [sweep_run(config, m, at_lr(short, lr), out / f"sweep-{m}-lr{lr:g}")
              for lr in config.sweep_lrs for m in MODELS]
-    result = Result(out=out, recipe=dataclasses.asdict(recipe), same_recipe=same, sweep=sweep)
-    write_json(out / "study.json", dict(recipe_of=config.recipe_of, recipe=result.recipe, same_recipe=same,
-                                        sweep=sweep, sweep_epochs=config.sweep_epochs, val_split=config.val_split))
+    result = Result(out=out, recipe=dataclasses.asdict(recipe), recipe_of=recipe_of, same_recipe=same, sweep=sweep)
+    write_json(out / "study.json", dict(recipe_of=recipe_of, recipe=result.recipe, same_recipe=same, sweep=sweep,
+                                        sweep_epochs=config.sweep_epochs, val_split=config.val_split,
+                                        pair_from=None if config.pair_from is None else str(config.pair_from),
+                                        pair_accuracy=pair_accuracy(same)))
     _figures(result, config)
     return result
 
@@ -136,17 +181,20 @@ def _figures(result: Result, config: Config) -> None:
     from cnnlab.plots.training import plot_comparison, plot_lr_sweep
 
     histories = {m: s["history"] for m, s in result.same_recipe.items()}
-    save_figure(plot_comparison(histories, "train_loss", title=f"training loss, both nets under {config.recipe_of}'s "
-                                                               "recipe"), result.out / "curves.png")
-    save_figure(plot_comparison(histories, "val_accuracy", title="validation accuracy, same recipe"),
+    whose = f"{result.recipe_of}'s recipe" if result.recipe_of else "one recipe"
+    save_figure(plot_comparison(histories, "train_loss", title=f"training loss, both nets under {whose}"),
+                result.out / "curves.png")
+    acc = pair_accuracy(result.same_recipe)
+    save_figure(plot_comparison(histories, acc["history_key"], title=f"{acc['on']} accuracy, same recipe"),
                 result.out / "curves_val.png")
     save_figure(plot_lr_sweep(result.sweep, epochs=config.sweep_epochs), result.out / "sweep.png")
 
 
 def present(result: Result) -> int:
+    acc = pair_accuracy(result.same_recipe)
     for model, s in result.same_recipe.items():
         print(f"{model} (shared recipe, {result.recipe['epochs']} epochs): final train loss {s['train_loss']:.4f}, "
-              f"validation accuracy {s['val_accuracy']:.2%}")
+              f"{acc['on']} accuracy {acc[model]:.2%}" + (" (the run given, reused)" if s["cached"] else ""))
     for row in result.sweep:
         verdict = f"diverged ({row['reason']})" if row["diverged"] else f"validation {row['val_accuracy']:.2%}"
         print(f"  lr {row['lr']:<6g} {row['model']:<10} {verdict}")

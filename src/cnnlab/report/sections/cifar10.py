@@ -212,7 +212,7 @@ def collect(ctx: SectionContext) -> SectionData:
         losses=_figures(ctx, trained, "loss.png"), filters=_figures(ctx, trained, "filters.png"),
         best=max(MODELS, key=accuracy.get),
         improved_beats=all(accuracy["improved"] > accuracy[m] for m in MODELS[:2]),
-        study=_study(ctx, data_opts), architectures=_architectures())
+        study=_study(ctx, data_opts, trained["hw-mish"].dirs[0]), architectures=_architectures())
 
 
 # ---------------------------------------------------------------------- the BatchNorm study
@@ -234,12 +234,12 @@ def study_facts(data: dict[str, Any]) -> dict[str, Any]:
         best[m] = max(ok, key=lambda ir: ir[1]["val_accuracy"])[0] if ok else None
     lr = {m: None if i is None else data["sweep"][i]["lr"] for m, i in max_stable.items()}
     plain, bn = lr["hw-mish"], lr["hw-mish-bn"]
-    vals = [data["same_recipe"][m]["val_accuracy"] for m in STUDY_MODELS]
+    vals = [data["pair_accuracy"][m] for m in STUDY_MODELS]
     return dict(
         epochs=n, lower=lower, lower_always=n > 0 and lower == n,
         lower_at_end=n > 0 and h1[n - 1]["train_loss"] < h0[n - 1]["train_loss"],
         loss_gap=h0[n - 1]["train_loss"] - h1[n - 1]["train_loss"] if n else None,
-        val_higher=None not in vals and vals[1] > vals[0],
+        acc_higher=None not in vals and vals[1] > vals[0],
         max_stable=max_stable, best=best,
         bn_larger_lr=bn is not None and (plain is None or bn > plain),
         plain_larger_lr=plain is not None and (bn is None or plain > bn),
@@ -256,14 +256,16 @@ STUDY_MUON_ROWS = (("Muon's peak learning rate (conv filters; the rest takes SGD
                    ("Muon's momentum", "muon_momentum", "g"))
 
 
-def _study(ctx: SectionContext, data_opts: dict) -> SectionData | None:
-    """The profile's BatchNorm study (``cnnlab bn-study``) as a cached run; None when the profile has none."""
+def _study(ctx: SectionContext, data_opts: dict, plain_run: Path) -> SectionData | None:
+    """The profile's BatchNorm study (``cnnlab bn-study``) as a cached run; None when the profile has none.
+    Its same-recipe pair is the report's own ``hw-mish`` run (first seed) and ``hw-mish-bn`` trained
+    with exactly that run's options."""
     if not ctx.profile.bn_study:
         return None
     import cnnlab.train.study as study
 
     cfg = {**ctx.profile.bn_study, **{k: data_opts[k] for k in ("data_root", "verify_md5", "precision")
-                                      if k in data_opts}}
+                                      if k in data_opts}, "pair_from": str(plain_run)}
     run_dir = ctx.cached("bn-study", cfg, lambda d: study.run(study.Config(out=d, **cfg, **ctx.common)))
     src = run_dir / "study.json"
     data = read_json(src)
@@ -274,6 +276,7 @@ def _study(ctx: SectionContext, data_opts: dict) -> SectionData | None:
     rows = STUDY_RECIPE_ROWS + (STUDY_MUON_ROWS if muon else ())
     return SectionData(
         recipe_of=data["recipe_of"], val_split=N("val_split", ["val_split"], "int"), muon=muon,
+        pair_on=data["pair_accuracy"]["on"], pair_from=data.get("pair_from"),
         lookahead=bool(recipe.get("lookahead")),
         sweep_epochs=N("sweep_epochs", ["sweep_epochs"], "int"),
         recipe=[SectionData(label=label, value=N(f"recipe.{key}", ["recipe", key], spec)) for label, key, spec in rows],
@@ -293,8 +296,8 @@ def _same_recipe(ctx: SectionContext, N: Callable[..., Num], data: dict, facts: 
     for m, short in zip(STUDY_MODELS, ("plain", "bn")):
         base = ["same_recipe", m]
         nums[f"{short}_loss"] = N(f"{m}.last_loss", [*base, "history", last, "train_loss"], ".4f")
-        val = data["same_recipe"][m]["val_accuracy"]
-        nums[f"{short}_val"] = None if val is None else N(f"{m}.val_accuracy", [*base, "val_accuracy"], ".2%")
+        acc = data["pair_accuracy"][m]
+        nums[f"{short}_acc"] = None if acc is None else N(f"{m}.pair_accuracy", ["pair_accuracy", m], ".2%")
     return dict(last_epoch=N("last_epoch", ["same_recipe", "hw-mish", "history", last, "epoch"], "int"),
                 compared=ctx.derived("study.epochs_compared", n, "int", "epochs in both shared-recipe histories"),
                 lower=ctx.derived("study.bn_lower_epochs", facts["lower"], "int",
