@@ -66,6 +66,18 @@ def test_pair_from_reuses_the_run_given_and_trains_the_other_net_with_its_exact_
         study.Config(pair_from=given, epochs=3)
 
 
+def test_pair_from_a_folder_that_is_no_run_or_an_improved_run_is_a_clear_error(tmp_path):
+    from cnnlab.errors import CnnlabError
+    from cnnlab.runs import write_json
+    from cnnlab.train import study
+
+    with pytest.raises(CnnlabError, match="not a cnnlab train run folder"):
+        study.run(study.Config(pair_from=tmp_path / "nothing", out=tmp_path / "s1"))
+    write_json(tmp_path / "imp" / "config.json", {"model": "improved"})
+    with pytest.raises(CnnlabError, match="a improved run; the pair needs hw-mish or hw-mish-bn"):
+        study.run(study.Config(pair_from=tmp_path / "imp", out=tmp_path / "s2"))
+
+
 def test_the_sweep_scales_muons_learning_rate_with_the_peak_rate():
     from dataclasses import replace
 

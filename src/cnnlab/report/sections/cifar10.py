@@ -278,7 +278,7 @@ def _study(ctx: SectionContext, data_opts: dict, plain_run: Path) -> SectionData
         recipe_of=data["recipe_of"], val_split=N("val_split", ["val_split"], "int"), muon=muon,
         pair_on=data["pair_accuracy"]["on"], pair_from=data.get("pair_from"),
         lookahead=bool(recipe.get("lookahead")),
-        sweep_epochs=N("sweep_epochs", ["sweep_epochs"], "int"),
+        sweep_epochs=N("sweep_epochs", ["sweep_epochs"], "int"), sweep_epochs_n=data["sweep_epochs"],
         recipe=[SectionData(label=label, value=N(f"recipe.{key}", ["recipe", key], spec)) for label, key, spec in rows],
         flip=flip_words(recipe), tta=bool(recipe.get("tta")), precise_bn=bool(recipe.get("precise_bn")),
         curves=ctx.figure(run_dir / "curves.png"), curves_val=ctx.figure(run_dir / "curves_val.png"),
