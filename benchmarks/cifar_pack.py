@@ -14,17 +14,16 @@ Usage: python benchmarks/cifar_pack.py pack DATA_ROOT PACKED [--files data_batch
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-FOLDER = "cifar-10-batches-bin"
-RECORD = 1 + 32 * 32 * 3
+from cnnlab.data.cifar10 import FOLDER, RECORD, TEST_FILES, TRAIN_FILES, problems
+
 GRID = 100  # tiles per side of a mosaic: 10,000 images per batch file
-FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+FILES = tuple(f.removesuffix(".bin") for f in TRAIN_FILES + TEST_FILES)
 
 
 def to_mosaic(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -56,20 +55,15 @@ def pack(root: Path, packed: Path, files: tuple[str, ...] = FILES) -> None:
 
 def unpack(packed: Path, root: Path) -> list[str]:
     """Rebuild every packed batch file under ``root``; the names of those whose MD5 is wrong."""
-    from cnnlab.data.cifar10 import MD5
-
     out = root / FOLDER
     out.mkdir(parents=True, exist_ok=True)
-    bad = []
-    for webp in sorted(packed.glob("*.webp")):
+    webps = sorted(packed.glob("*.webp"))
+    for webp in webps:
         labels = np.frombuffer((packed / f"{webp.stem}.labels").read_bytes(), np.uint8)
-        raw = from_mosaic(labels, np.asarray(Image.open(webp).convert("RGB")))
-        (out / f"{webp.stem}.bin").write_bytes(raw)
-        if hashlib.md5(raw).hexdigest() != MD5.get(f"{webp.stem}.bin"):
-            bad.append(webp.stem)
+        (out / f"{webp.stem}.bin").write_bytes(from_mosaic(labels, np.asarray(Image.open(webp).convert("RGB"))))
     if (packed / "batches.meta.txt").is_file():
         (out / "batches.meta.txt").write_bytes((packed / "batches.meta.txt").read_bytes())
-    return bad
+    return [f.removesuffix(".bin") for f in problems(out, tuple(f"{w.stem}.bin" for w in webps))]
 
 
 def main() -> int:

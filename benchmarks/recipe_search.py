@@ -122,13 +122,12 @@ def shortest(records: list[dict], grid: dict) -> dict[str, list[str]]:
     plus the margin; among equally short ones, the higher validation accuracy."""
     chosen = {}
     for model, candidates in grid.items():
-        done = {r["name"]: r for r in validated(records, model)}
-        passed = [(epochs_of(flags), -done[f"val-{model}-{key}"]["result"]["val_accuracy"], key, flags)
-                  for key, flags in candidates.items() if f"val-{model}-{key}" in done
-                  and done[f"val-{model}-{key}"]["result"]["val_accuracy"] >= TARGET[model] + MARGIN]
+        val = {r["name"]: r["result"]["val_accuracy"] for r in validated(records, model)}
+        passed = [key for key in candidates if val.get(f"val-{model}-{key}", -1) >= TARGET[model] + MARGIN]
         if passed:
-            epochs, minus_val, key, chosen[model] = min(passed, key=lambda p: p[:2])
-            print(f"chosen for {model}: {key} ({-minus_val:.2%} validation)", flush=True)
+            key = min(passed, key=lambda k: (epochs_of(candidates[k]), -val[f"val-{model}-{k}"]))
+            chosen[model] = candidates[key]
+            print(f"chosen for {model}: {key} ({val[f'val-{model}-{key}']:.2%} validation)", flush=True)
     return chosen
 
 

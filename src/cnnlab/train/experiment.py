@@ -94,9 +94,12 @@ class Training:
         return evaluate(self.state.model, data, ctx=self.ctx, precision=self.precision, tta=tta)
 
 
-def config_from_folder(run_dir: Path, current: Config) -> Config:
+def config_from_folder(run_dir: Path, current: Config, option: str = "--resume") -> Config:
     """The options a run folder was trained with (its config.json), set to resume or reuse it;
-    where it runs (device, threads, quiet, heap, data root when given) comes from ``current``."""
+    where it runs (device, threads, quiet, heap, data root when given) comes from ``current``.
+    A folder without config.json is an error naming ``option``, the flag that gave the folder."""
+    if not (run_dir / "config.json").is_file():
+        raise CnnlabError(f"{option} {run_dir}: not a cnnlab train run folder (no config.json)")
     saved = read_json(run_dir / "config.json")
     names = {f.name for f in dataclasses.fields(Config)}
     options = {k: v for k, v in saved.items() if k in names}
@@ -111,8 +114,6 @@ def _choose_folder(config: Config) -> tuple[Config, Path, str]:
     """(config to use, run folder, mode) with mode 'new', 'resume' or 'cached'."""
     if config.resume is not None:
         run_dir = Path(config.resume)
-        if not (run_dir / "config.json").is_file():
-            raise CnnlabError(f"--resume {run_dir}: not a cnnlab train run folder (no config.json)")
         cfg = config_from_folder(run_dir, config)
         return cfg, run_dir, "cached" if (run_dir / "result.json").is_file() else "resume"
     run_dir = new_run_dir("train", config.out)

@@ -139,10 +139,8 @@ def same_recipe_runs(config: Config, out: Path) -> tuple[Recipe, str | None, dic
         recipe = shared_recipe(config)
         return recipe, config.recipe_of, {m: _summary(experiment.run(train_config(config, m, recipe, out / f"same-{m}")))
                                           for m in MODELS}
-    if not (config.pair_from / "config.json").is_file():
-        raise CnnlabError(f"--pair-from {config.pair_from}: not a cnnlab train run folder (no config.json)")
     here = TrainConfig(quiet=config.quiet, device=config.device, data_root=config.data_root)
-    given = experiment.config_from_folder(config.pair_from, here)
+    given = experiment.config_from_folder(config.pair_from, here, option="--pair-from")
     if given.model not in MODELS:
         raise CnnlabError(f"--pair-from {config.pair_from}: a {given.model} run; the pair needs {' or '.join(MODELS)}")
     configs = {m: given if m == given.model else dataclasses.replace(given, model=m, resume=None, out=out / f"same-{m}")
