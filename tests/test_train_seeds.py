@@ -74,7 +74,7 @@ def test_pair_from_a_folder_that_is_no_run_or_an_improved_run_is_a_clear_error(t
     with pytest.raises(CnnlabError, match="not a cnnlab train run folder"):
         study.run(study.Config(pair_from=tmp_path / "nothing", out=tmp_path / "s1"))
     write_json(tmp_path / "imp" / "config.json", {"model": "improved"})
-    with pytest.raises(CnnlabError, match="a improved run; the pair needs hw-mish or hw-mish-bn"):
+    with pytest.raises(CnnlabError, match="a run of improved; the pair needs hw-mish or hw-mish-bn"):
         study.run(study.Config(pair_from=tmp_path / "imp", out=tmp_path / "s2"))
 
 

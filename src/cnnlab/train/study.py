@@ -142,7 +142,7 @@ def same_recipe_runs(config: Config, out: Path) -> tuple[Recipe, str | None, dic
     here = TrainConfig(quiet=config.quiet, device=config.device, data_root=config.data_root)
     given = experiment.config_from_folder(config.pair_from, here, option="--pair-from")
     if given.model not in MODELS:
-        raise CnnlabError(f"--pair-from {config.pair_from}: a {given.model} run; the pair needs {' or '.join(MODELS)}")
+        raise CnnlabError(f"--pair-from {config.pair_from}: a run of {given.model}; the pair needs {' or '.join(MODELS)}")
     configs = {m: given if m == given.model else dataclasses.replace(given, model=m, resume=None, out=out / f"same-{m}")
                for m in MODELS}
     same = {m: _summary(experiment.run(configs[m])) for m in MODELS}
