@@ -19,10 +19,14 @@ translate 2, decay to 0). Among the candidates that clear the bar, the fewest ep
 higher validation accuracy. Only the validation runs train at first; the winner then trains seeds 0
 and 1 on all 50,000 images (no test run is trained for a candidate that was not chosen).
 
+``--only KEY ...`` runs a declared subset of a round's candidates (keys as in the grid, e.g.
+``t2-e20``), and the rule then chooses among that subset; on a CPU, ``--threads`` splits the cores
+between the runs that train at once.
+
 Every finished run appends one JSON line (name, flags, result.json, history) to ``OUT/results.jsonl``.
 
 Usage: python benchmarks/recipe_search.py DATA_ROOT RUNS_DIR --out OUT [--round 1|2|3|4] [--device cuda]
-       [--budget SECONDS] [--smoke]   (--smoke: 1 epoch on 400 images, 50 of them validating:
+       [--budget SECONDS] [--only KEY ...] [--threads N] [--smoke]   (--smoke: 1 epoch on 400 images, 50 of them validating:
        a dry run on the CPU)
 """
 
@@ -73,9 +77,10 @@ def train(args, name: str, model: str, flags: list[str], seed: int, val: int) ->
     """One ``cnnlab train`` process; its result as a JSON line in ``args.out/results.jsonl``."""
     out = args.runs / name
     base = [] if args.round >= 3 else ["--epochs", str(EPOCHS[model]), *BASE[model]]  # rounds 3-4: the defaults
+    threads = ["--threads", str(args.threads)] if args.threads else []
     smoke = ["--no-verify-md5", "--limit-test", "60", "--limit-train", "400", "--epochs", "1"] if args.smoke else []
     cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--device", args.device, "--data-root",
-           str(args.data_root), "--seed", str(seed), "--val-split", str(val), "--out", str(out), *base, *flags, *smoke]
+           str(args.data_root), "--seed", str(seed), "--val-split", str(val), "--out", str(out), *threads, *base, *flags, *smoke]
     t = time.time()
     with open(args.runs / f"{name}.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, CNNLAB_NO_PROGRESS="1"))
@@ -131,6 +136,16 @@ def shortest(records: list[dict], grid: dict) -> dict[str, list[str]]:
     return chosen
 
 
+def subset(grid: dict, only: list[str] | None) -> dict:
+    """The grid restricted to the candidate keys in ``only`` (all of it when None)."""
+    if only is None:
+        return grid
+    unknown = set(only) - {k for g in grid.values() for k in g}
+    if unknown:
+        raise SystemExit(f"--only: no candidate {', '.join(sorted(unknown))} in this round")
+    return {m: {k: f for k, f in g.items() if k in only} for m, g in grid.items() if set(g) & set(only)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_root", type=Path)
@@ -139,12 +154,14 @@ def main() -> None:
     ap.add_argument("--round", type=int, choices=(1, 2, 3, 4), default=1)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=480, help="seconds: round 1's seed runs start only with 150 left")
+    ap.add_argument("--only", nargs="+", metavar="KEY", help="run only these candidates of the round's grid")
+    ap.add_argument("--threads", type=int, help="CPU threads per training (cnnlab train --threads)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
+    grid = subset({1: ROUND1, 2: ROUND2, 3: ROUND3, 4: ROUND4}[args.round], args.only)
     args.runs.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     t0, val = time.time(), 50 if args.smoke else 5000
-    grid = {1: ROUND1, 2: ROUND2, 3: ROUND3, 4: ROUND4}[args.round]
     jobs = [(f"val-{m}-{k}", m, f, 0, val) for m, g in grid.items() for k, f in g.items()]
     if args.round in (2, 3):  # the seeds on all 50,000 train beside the validation runs
         jobs += [(f"test-{m}-{k}-s{s}", m, f, s, 0) for m, g in grid.items() for k, f in g.items() for s in (0, 1)]
