@@ -1,7 +1,7 @@
 """Train cnnlab's CIFAR-10 networks: ``run(Config(model=..., epochs=...)) -> Result``.
 
     from cnnlab.train import Config, run
-    result = run(Config.from_flat(model="hw-mish-bn", epochs=30, out="runs/train/bn"))
+    result = run(Config.from_flat(model="hw-mish-bn", epochs=20, out="runs/train/bn"))
     result.test_accuracy, result.run_dir
 
 The verb's documentation is in ``cnnlab.train.experiment``; recipes in ``cnnlab.train.config``.

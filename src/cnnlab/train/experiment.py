@@ -11,7 +11,7 @@ Figures: loss.png (loss and accuracy per epoch), filters.png (the first-layer fi
 Data-parallel: torchrun --nproc_per_node N -m cnnlab train ... (rank 0 writes; BatchNorm statistics
 are synchronized across ranks, see cnnlab.distributed).
 
-Example: cnnlab train --model hw-mish-bn --epochs 30 --out runs/train/bn
+Example: cnnlab train --model hw-mish-bn --epochs 20 --out runs/train/bn
 """
 
 from __future__ import annotations
