@@ -69,14 +69,24 @@ TARGET, MARGIN = {"hw-mish": 0.81, "hw-mish-bn": 0.85}, 0.01
 EPOCHS = {"hw-mish": 22, "hw-mish-bn": 30, "improved": 8}
 # The candidate flags are given against the SGD recipes the search started from.
 BASE = {"hw-mish": ["--optimizer", "sgd", "--no-lookahead"], "hw-mish-bn": ["--optimizer", "sgd"], "improved": []}
+# hw-mish-bn's default before round 4 chose translate 2 (candidates still override it).
+ROUND34_DEFAULTS = {"hw-mish-bn": ["--translate", "4"]}
 IMPROVED = MU + ["--muon-lr", "0.24", "--muon-momentum", "0.6", "--muon-normalize", "--batch-size", "2000",
                  "--warmup", "0", "--lr-end", "0", "--no-lookahead"]
+
+
+def base_flags(round_: int, model: str) -> list[str]:
+    """What a candidate's flags change: rounds 1-2 the SGD recipes; rounds 3-4 the defaults of the
+    day they ran, pinned where round 4 has since changed them (so a rerun trains the same runs)."""
+    if round_ >= 3:
+        return list(ROUND34_DEFAULTS.get(model, []))
+    return ["--epochs", str(EPOCHS[model]), *BASE[model]]
 
 
 def train(args, name: str, model: str, flags: list[str], seed: int, val: int) -> dict:
     """One ``cnnlab train`` process; its result as a JSON line in ``args.out/results.jsonl``."""
     out = args.runs / name
-    base = [] if args.round >= 3 else ["--epochs", str(EPOCHS[model]), *BASE[model]]  # rounds 3-4: the defaults
+    base = base_flags(args.round, model)
     threads = ["--threads", str(args.threads)] if args.threads else []
     smoke = ["--no-verify-md5", "--limit-test", "60", "--limit-train", "400", "--epochs", "1"] if args.smoke else []
     cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--device", args.device, "--data-root",

@@ -196,6 +196,26 @@ def test_round_4_takes_the_fewest_epochs_then_the_best_validation_among_changed_
     assert all(search.epochs_of(f) in (12, 15, 20, 22, 25) for f in search.ROUND4["hw-mish-bn"].values())
 
 
+def test_only_restricts_a_round_to_declared_candidates_and_rejects_unknown_keys():
+    search = load_script("recipe_search")
+    grid = {"hw-mish": {"e6": ["--epochs", "6"], "e8": ["--epochs", "8"]},
+            "hw-mish-bn": {"t2-e20": ["--epochs", "20", "--translate", "2"], "e22": ["--epochs", "22"]}}
+    assert search.subset(grid, None) is grid
+    # a model none of whose candidates is named drops out, so none of its runs is trained
+    assert search.subset(grid, ["t2-e20"]) == {"hw-mish-bn": {"t2-e20": ["--epochs", "20", "--translate", "2"]}}
+    with pytest.raises(SystemExit, match="e7"):
+        search.subset(grid, ["e6", "e7"])
+
+
+def test_rounds_3_and_4_start_from_the_defaults_they_ran_with():
+    search = load_script("recipe_search")
+    # round 4 changed hw-mish-bn's default to translate 2; its candidates (and round 3's) were
+    # declared against translate 4, which a rerun must still train
+    assert search.base_flags(4, "hw-mish-bn") == ["--translate", "4"]
+    assert search.base_flags(3, "hw-mish") == []
+    assert search.base_flags(1, "hw-mish-bn")[:2] == ["--epochs", "30"]
+
+
 def test_cifar_pack_rebuilds_the_batch_files_byte_exact_and_flags_a_wrong_md5(tmp_path, monkeypatch):
     pack = load_script("cifar_pack")
     monkeypatch.setattr(pack, "GRID", 3)  # 9 records per file instead of 10,000
