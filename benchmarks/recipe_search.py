@@ -6,7 +6,8 @@ the best validation accuracy (TTA) wins, ties to the first listed; the winners t
 and 1 on all 50,000 images, and ``improved``'s recipe seeds 0-2. Round 2 (``--round 2``) is the
 second hw-mish-bn search: each candidate of ``ROUND2`` trains on the validation split and with
 seeds 0 and 1 on all 50,000 in one batch; the choice is still made on validation alone.
-Round 3 (``--round 3``) shortens the chosen recipes (the defaults in ``RECIPES``): each schedule
+Round 3 (``--round 3``) shortens the chosen recipes (the defaults in ``RECIPES`` as they were then:
+``ROUND34_DEFAULTS`` pins what round 4 has since changed): each schedule
 length of ``ROUND3`` trains on the validation split and with seeds 0 and 1 on all 50,000 in one
 batch. The rule, fixed before the runs: per model the fewest epochs whose validation accuracy (TTA,
 seed 0) is at least ``TARGET + MARGIN`` (the issue's test target plus one point for the seed spread
