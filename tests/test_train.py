@@ -158,6 +158,32 @@ def test_precision_auto_and_recipe_defaults():
         Config.from_flat(model="hw-mish", epoch=3)  # a misspelt option is an error, not ignored
 
 
+def test_training_runs_nchw_and_evaluation_channels_last_with_the_same_numbers(syn_root, tmp_path, monkeypatch):
+    """hw-mish trains in NCHW (its 11x11 conv's backward is slow in channels_last); the forward-only
+    passes run channels_last, which changes the speed, not the result."""
+    from cnnlab.data.cifar10 import Split
+
+    seen = {True: set(), False: set()}  # model.training -> was the first conv's input channels_last?
+    real_build = experiment.build
+
+    def watched(name):
+        model = real_build(name)
+        model.first_conv.register_forward_pre_hook(lambda m, args: seen[m.training].add(args[0].stride(1) == 1))
+        return model
+
+    monkeypatch.setattr(experiment, "build", watched)
+    run(tiny(syn_root, tmp_path / "a", epochs=1))
+    assert seen == {True: {False}, False: {True}}
+    assert Precision(True, False).for_inference() == Precision(True, True)
+    torch.manual_seed(0)
+    model = watched("hw-mish-bn").eval()
+    data = Split(torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (50,)))
+    ctx = experiment.distributed.Context()
+    nchw = loop.evaluate(model, data, ctx=ctx, precision=precision.FP32, tta=True)
+    assert loop.evaluate(model, data, ctx=ctx, precision=precision.FP32.for_inference(), tta=True) == \
+        pytest.approx(nchw, rel=1e-5)
+
+
 def test_precision_auto_follows_the_cpu(monkeypatch, caplog):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     assert precision.for_training("auto", "hw-mish", "cpu") == Precision(True, False)

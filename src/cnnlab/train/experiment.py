@@ -91,7 +91,7 @@ class Training:
     state: TrainState
 
     def evaluate(self, data: cifar10.Split, tta: bool = False) -> tuple[float, float]:
-        return evaluate(self.state.model, data, ctx=self.ctx, precision=self.precision, tta=tta)
+        return evaluate(self.state.model, data, ctx=self.ctx, precision=self.precision.for_inference(), tta=tta)
 
 
 def config_from_folder(run_dir: Path, current: Config, option: str = "--resume") -> Config:
@@ -287,7 +287,7 @@ def _precise_bn(t: Training, test_loss: float, plain_acc: float) -> tuple[dict[s
     if not t.state.recipe.precise_bn:
         return None, test_loss, plain_acc
     t0 = time.perf_counter()
-    if not precise_bn(t.state.model, t.train, precision=t.precision, ctx=t.ctx):
+    if not precise_bn(t.state.model, t.train, precision=t.precision.for_inference(), ctx=t.ctx):
         return None, test_loss, plain_acc
     note = dict(test_loss_before=test_loss, test_accuracy_before=plain_acc, images=len(t.train))
     test_loss, plain_acc = t.evaluate(t.test)
