@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.models import cifar
+from cnnlab.models import cifar, cpu_ops
 
 
 def test_hw_mish_has_exactly_the_specified_layers():
     net = cifar.build("hw-mish")
     layers = list(net.features)
-    kinds = [type(m) for m in layers]
-    assert kinds == [nn.Conv2d, nn.Mish, nn.MaxPool2d, nn.Conv2d, nn.Mish, nn.Conv2d, nn.Mish,
+    kinds = [type(m) for m in layers]  # cpu_ops' Mish and max-pool: torch's functions, faster on the CPU
+    assert kinds == [nn.Conv2d, cpu_ops.Mish, cpu_ops.MaxPool2x2, nn.Conv2d, cpu_ops.Mish, nn.Conv2d, cpu_ops.Mish,
                      nn.AdaptiveAvgPool2d, nn.Flatten]
     c1, pool, c2, c3 = layers[0], layers[2], layers[3], layers[5]
     assert (c1.in_channels, c1.out_channels, c1.kernel_size, c1.padding) == (3, 64, (11, 11), (5, 5))
@@ -76,3 +76,29 @@ def test_registry_and_listing():
     entries = {e.name: e.detail for e in cifar_entries()}
     assert entries["hw-mish"] == "246,026 parameters"
     assert set(entries) == {"hw-mish", "hw-mish-bn", "improved"}
+
+
+def test_cpu_mish_is_torchs_mish_with_its_gradient():
+    x = torch.cat([torch.linspace(-30, 30, 601), torch.tensor([-1e4, 1e4])]).double().requires_grad_()
+    y = cpu_ops.Mish()(x)
+    assert torch.allclose(y, nn.functional.mish(x.detach()), rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(y).all() and y[-1] == 1e4
+    torch.autograd.gradcheck(cpu_ops.Mish(), (torch.randn(40, dtype=torch.float64, requires_grad=True) * 4,))
+    with torch.no_grad():  # bf16: a few roundings more than torch's kernel, still well inside 2 %
+        xb = (torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 3).bfloat16()
+        exact = nn.functional.mish(xb.double())
+        assert ((cpu_ops.Mish()(xb).double() - exact).abs() / (exact.abs() + 1e-3)).max() < 0.02
+
+
+def test_cpu_max_pool_matches_torch_in_values_and_gradients_and_stays_nchw():
+    x = torch.randn(3, 4, 8, 6, dtype=torch.float64, requires_grad=True)
+    y = cpu_ops.MaxPool2x2()(x)
+    ref = nn.functional.max_pool2d(x, 2, 2)
+    assert torch.equal(y, ref) and y.is_contiguous()
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (grad_ref,) = torch.autograd.grad(ref, x, g)
+    assert torch.equal(grad, grad_ref) and grad.is_contiguous()  # an NCHW gradient for the conv below
+    torch.autograd.gradcheck(cpu_ops.MaxPool2x2(), (x,))
+    cl = x.detach().contiguous(memory_format=torch.channels_last)  # already channels_last: torch's pool
+    assert torch.equal(cpu_ops.MaxPool2x2()(cl), ref.detach())

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cnnlab.models.cpu_ops import MaxPool2x2, Mish
 from cnnlab.registry import Registry
 
 MODELS: Registry[Callable[[], CifarNet]] = Registry("CIFAR-10 model")
@@ -100,7 +101,8 @@ class HWMish(CifarNet):
     the edge of its receptive field, yet CIFAR objects often touch the border; with it every
     pixel is the centre of a filter, the maps stay 32 -> 16 -> 16 -> 16, and the global average
     pool sees the whole image. Zero padding of the normalized input equals padding with the
-    data-set mean colour, the most neutral value.
+    data-set mean colour, the most neutral value. Mish and the pool are :mod:`cnnlab.models.cpu_ops`'
+    (torch's functions, computed faster on the CPU).
     """
 
     init_scheme = KAIMING
@@ -112,11 +114,11 @@ class HWMish(CifarNet):
             layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=bias)]
             if batchnorm:
                 layers.append(nn.BatchNorm2d(c_out))
-            return layers + [nn.Mish()]
+            return layers + [Mish()]
 
         features = nn.Sequential(
             *block(3, 64, 11),                      # B, 64, 32, 32
-            nn.MaxPool2d(2, 2),                     # B, 64, 16, 16
+            MaxPool2x2(),                           # B, 64, 16, 16
             *block(64, 128, 3),                     # B, 128, 16, 16
             *block(128, 128, 3),                    # B, 128, 16, 16
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # B, 128
