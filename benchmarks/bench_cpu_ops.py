@@ -9,6 +9,9 @@ change at a time:
 * ``pool``: only cpu_ops' channels_last max-pool;
 * ``both``: what the nets use now.
 
+cpu_ops takes its own path for bf16 CPU tensors only; with ``--precision fp32`` every variant runs
+torch's kernels now (the fp32 numbers in RESULTS.md predate that restriction).
+
 Variants take turns within each round (the order rotates); reported: images/s per round, the best,
 and best / the baseline's best. Then the accuracy of the Mish formula against float64 on 16.8 M
 normal values (sd 3) in the step's dtype, beside torch's kernel.

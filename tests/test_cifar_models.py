@@ -79,19 +79,23 @@ def test_registry_and_listing():
 
 
 def test_cpu_mish_is_torchs_mish_with_its_gradient():
+    mish = cpu_ops._Mish.apply  # the formula; Mish() takes it for bf16 CPU tensors only
     x = torch.cat([torch.linspace(-30, 30, 601), torch.tensor([-1e4, 1e4])]).double().requires_grad_()
-    y = cpu_ops.Mish()(x)
+    y = mish(x)
     assert torch.allclose(y, nn.functional.mish(x.detach()), rtol=1e-12, atol=1e-12)
     assert torch.isfinite(y).all() and y[-1] == 1e4
-    torch.autograd.gradcheck(cpu_ops.Mish(), (torch.randn(40, dtype=torch.float64, requires_grad=True) * 4,))
+    torch.autograd.gradcheck(mish, (torch.randn(40, dtype=torch.float64, requires_grad=True) * 4,))
     with torch.no_grad():  # bf16: a few roundings more than torch's kernel, still well inside 2 %
         xb = (torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 3).bfloat16()
         exact = nn.functional.mish(xb.double())
         assert ((cpu_ops.Mish()(xb).double() - exact).abs() / (exact.abs() + 1e-3)).max() < 0.02
+        assert not torch.equal(cpu_ops.Mish()(xb), nn.functional.mish(xb))  # bf16 takes the formula
+        xf = xb.float()  # fp32, where the formula is slower: torch's kernel, bit for bit
+        assert torch.equal(cpu_ops.Mish()(xf), nn.functional.mish(xf))
 
 
 def test_cpu_max_pool_matches_torch_in_values_and_gradients_and_stays_nchw():
-    x = torch.randn(3, 4, 8, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 4, 8, 6).bfloat16().requires_grad_()  # bf16 on the CPU: the channels_last path
     y = cpu_ops.MaxPool2x2()(x)
     ref = nn.functional.max_pool2d(x, 2, 2)
     assert torch.equal(y, ref) and y.is_contiguous()
@@ -99,6 +103,6 @@ def test_cpu_max_pool_matches_torch_in_values_and_gradients_and_stays_nchw():
     (grad,) = torch.autograd.grad(y, x, g)
     (grad_ref,) = torch.autograd.grad(ref, x, g)
     assert torch.equal(grad, grad_ref) and grad.is_contiguous()  # an NCHW gradient for the conv below
-    torch.autograd.gradcheck(cpu_ops.MaxPool2x2(), (x,))
+    torch.autograd.gradcheck(cpu_ops._ChannelsLastMaxPool.apply, (x.detach().double().requires_grad_(),))
     cl = x.detach().contiguous(memory_format=torch.channels_last)  # already channels_last: torch's pool
     assert torch.equal(cpu_ops.MaxPool2x2()(cl), ref.detach())
