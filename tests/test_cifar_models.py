@@ -12,7 +12,7 @@ from cnnlab.models import cifar, cpu_ops
 def test_hw_mish_has_exactly_the_specified_layers():
     net = cifar.build("hw-mish")
     layers = list(net.features)
-    kinds = [type(m) for m in layers]  # cpu_ops' Mish and max-pool: torch's functions, faster on the CPU
+    kinds = [type(m) for m in layers]  # cpu_ops' Mish and max-pool: torch's functions, faster for bf16 on the CPU
     assert kinds == [nn.Conv2d, cpu_ops.Mish, cpu_ops.MaxPool2x2, nn.Conv2d, cpu_ops.Mish, nn.Conv2d, cpu_ops.Mish,
                      nn.AdaptiveAvgPool2d, nn.Flatten]
     c1, pool, c2, c3 = layers[0], layers[2], layers[3], layers[5]

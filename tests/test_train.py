@@ -162,6 +162,7 @@ def test_training_runs_nchw_and_evaluation_channels_last_with_the_same_numbers(s
     """hw-mish trains in NCHW (its 11x11 conv's backward is slow in channels_last); the forward-only
     passes run channels_last, which changes the speed, not the result."""
     from cnnlab.data.cifar10 import Split
+    from cnnlab.distributed import Context
 
     seen = {True: set(), False: set()}  # model.training -> was the first conv's input channels_last?
     real_build = experiment.build
@@ -176,9 +177,9 @@ def test_training_runs_nchw_and_evaluation_channels_last_with_the_same_numbers(s
     assert seen == {True: {False}, False: {True}}
     assert Precision(True, False).for_inference() == Precision(True, True)
     torch.manual_seed(0)
-    model = watched("hw-mish-bn").eval()
+    model = real_build("hw-mish-bn").eval()
     data = Split(torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (50,)))
-    ctx = experiment.distributed.Context()
+    ctx = Context()
     nchw = loop.evaluate(model, data, ctx=ctx, precision=precision.FP32, tta=True)
     assert loop.evaluate(model, data, ctx=ctx, precision=precision.FP32.for_inference(), tta=True) == \
         pytest.approx(nchw, rel=1e-5)

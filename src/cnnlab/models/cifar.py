@@ -101,8 +101,8 @@ class HWMish(CifarNet):
     the edge of its receptive field, yet CIFAR objects often touch the border; with it every
     pixel is the centre of a filter, the maps stay 32 -> 16 -> 16 -> 16, and the global average
     pool sees the whole image. Zero padding of the normalized input equals padding with the
-    data-set mean colour, the most neutral value. Mish and the pool are :mod:`cnnlab.models.cpu_ops`'
-    (torch's functions, computed faster on the CPU).
+    data-set mean colour, the most neutral value. Mish and the pool come from :mod:`cnnlab.models.cpu_ops`
+    (torch's functions, computed faster for bf16 on the CPU).
     """
 
     init_scheme = KAIMING
